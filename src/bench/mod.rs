@@ -1,0 +1,68 @@
+//! Benchmarks (`mammoflow bench NAME`): every speed or memory target is checked here, never in timed
+//! tests. Each prints our figure beside the peer's measured in the same run, when the peer's Python is
+//! available (`MAMMOFLOW_PEERS_PYTHON`, a venv's `python`), and `null` otherwise.
+
+mod peer;
+mod rerun;
+
+pub use peer::{peers_dir, peers_python};
+
+use serde::Serialize;
+
+/// One benchmark row.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What is measured.
+    pub case: String,
+    /// Unit of `ours` and `peer`.
+    pub unit: String,
+    /// Our figure.
+    pub ours: f64,
+    /// The peer's figure from the same run.
+    pub peer: Option<f64>,
+    /// How many times faster we are (> 1 = faster).
+    pub speedup: Option<f64>,
+}
+
+impl Row {
+    /// A row for a time (lower is better): speedup = peer / ours.
+    pub fn time(case: &str, unit: &str, ours: f64, peer: Option<f64>) -> Row {
+        Row { case: case.into(), unit: unit.into(), ours, peer, speedup: peer.map(|p| p / ours.max(1e-12)) }
+    }
+}
+
+/// A benchmark's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Benchmark name.
+    pub bench: String,
+    /// Rows.
+    pub rows: Vec<Row>,
+    /// Free-form notes printed under the table (not in the JSON contract's required keys).
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+/// Options shared by benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct BenchOptions {
+    /// Number of items, where the benchmark takes one.
+    pub items: Option<usize>,
+    /// Do not run the peer.
+    pub no_peer: bool,
+}
+
+/// Benchmark names.
+pub const NAMES: &[&str] = &["rerun"];
+
+/// Runs a benchmark by name.
+pub fn run(name: &str, opts: &BenchOptions) -> anyhow::Result<Report> {
+    match name {
+        "rerun" => rerun::run(opts),
+        other => anyhow::bail!(
+            "unknown benchmark `{other}` (known: {}){}",
+            NAMES.join(", "),
+            crate::pipeline::did_you_mean(other, NAMES.iter().copied()).map(|h| format!("; did you mean `{h}`?")).unwrap_or_default()
+        ),
+    }
+}

@@ -1,0 +1,134 @@
+//! Command-line types (clap derive). Only declarations: the commands live in their own files.
+//!
+//! `--json`, `--workspace`, `--until` and `MAMMOFLOW_DATA` are a contract scripts rely on: keep their
+//! meaning and output shapes stable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Declarative, incremental pipelines for mammogram segmentation studies.
+#[derive(Debug, Parser)]
+#[command(name = "mammoflow", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run what is stale in a pipeline (only changed stages, and in them only changed items).
+    Run(RunArgs),
+    /// Show, per stage, how many items are fresh, stale (and why) or failed; does no work.
+    Status(StatusArgs),
+    /// Print the stage graph (text, or Graphviz with --dot).
+    Dag(DagArgs),
+    /// Delete cached objects that no manifest refers to; prints the bytes freed.
+    Gc(GcArgs),
+    /// Run a benchmark and print our figure beside the peer's from the same run.
+    Bench(BenchArgs),
+}
+
+/// Arguments every command that takes a pipeline accepts.
+#[derive(Debug, Args, Clone)]
+pub struct PipelineArgs {
+    /// The pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Use this workspace (cache folder) instead of the pipeline's.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Only this stage and the stages it depends on.
+    #[arg(long, value_name = "STAGE")]
+    pub until: Option<String>,
+    /// Override a stage param: STAGE.PARAM=VALUE (repeatable; VALUE is TOML or a plain string).
+    #[arg(long = "set", value_name = "STAGE.PARAM=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// Worker threads per process (default: all cores).
+    #[arg(long, short = 'w', value_name = "N")]
+    pub workers: Option<usize>,
+    /// Print a JSON summary as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Recompute items whose failure is cached (failures are cached like results by default, since the
+    /// same inputs fail the same way).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Number of processes in a cluster run (timely networking).
+    #[arg(long, value_name = "P", requires = "hostfile")]
+    pub processes: Option<usize>,
+    /// This process's index in the cluster (0 drives the run and writes manifests).
+    #[arg(long, value_name = "I", requires = "processes")]
+    pub process_index: Option<usize>,
+    /// File with one `host:port` per line, one line per process.
+    #[arg(long, value_name = "FILE", requires = "processes")]
+    pub hostfile: Option<PathBuf>,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// Print a JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dag`.
+#[derive(Debug, Args)]
+pub struct DagArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// Graphviz dot output.
+    #[arg(long)]
+    pub dot: bool,
+}
+
+/// `gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// Print a JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Benchmark name: rerun.
+    pub name: String,
+    /// Print a JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Number of items (rerun: default 1000).
+    #[arg(long)]
+    pub items: Option<usize>,
+    /// Skip the peer even when its Python is available.
+    #[arg(long)]
+    pub no_peer: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,51 @@
+//! `mammoflow run`.
+
+use crate::exec::{Cluster, ProgressMode};
+use crate::run::{run as run_pipeline, RunOptions};
+
+use super::args::RunArgs;
+
+pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
+    let pipeline = super::load(&a.common)?;
+    let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+    let cluster = match (a.processes, a.process_index, &a.hostfile) {
+        (Some(p), Some(i), Some(h)) => {
+            anyhow::ensure!(i < p, "--process-index {i} must be below --processes {p}");
+            Cluster::Processes { workers, index: i, addresses: super::read_hostfile(h, p)? }
+        }
+        (Some(_), _, _) => anyhow::bail!("--processes needs --process-index and --hostfile"),
+        _ => Cluster::Local { workers },
+    };
+    let progress = if a.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let is_driver = cluster.is_driver();
+    let opts = RunOptions { until: a.common.until.clone(), cluster, retry_failed: a.retry_failed, progress, command };
+    let report = run_pipeline(pipeline, &opts)?;
+    if !is_driver {
+        if !a.quiet {
+            eprintln!("process {}: done", a.process_index.unwrap_or(0));
+        }
+        return Ok(0);
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if !a.quiet || !a.json {
+        for s in &report.stages {
+            println!("{:<16} {:>6} items  {:>6} computed  {:>6} cached  {:>5} failed  {:>8.2} s", s.id, s.items, s.computed, s.cached, s.failed, s.seconds);
+        }
+        println!("total: {} computed, {} cached, {} failed", report.computed, report.cached, report.failed);
+        if report.failed > 0 {
+            println!("{} item(s) failed: see the `error` column of the stage manifests in {}/manifests", report.failed, opts_workspace(&a));
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(if report.failed > 0 { 1 } else { 0 })
+}
+
+fn opts_workspace(a: &RunArgs) -> String {
+    super::load(&a.common).map(|p| p.workspace.display().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,34 @@
+//! `mammoflow status`.
+
+use super::args::StatusArgs;
+
+pub(crate) fn status(a: StatusArgs) -> anyhow::Result<i32> {
+    let pipeline = super::load(&a.common)?;
+    let (stages, warnings) = crate::run::status(&pipeline, a.common.until.as_deref())?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    let (mut fresh, mut stale, mut failed) = (0, 0, 0);
+    for s in &stages {
+        fresh += s.fresh;
+        stale += s.stale;
+        failed += s.failed;
+        println!("{:<16} {:>6} items  {:>6} fresh  {:>6} stale  {:>5} failed", s.id, s.items, s.fresh, s.stale, s.failed);
+        if !a.json {
+            for (reason, n) in &s.reasons {
+                println!("{:<16}   {n} {reason}", "");
+            }
+            for it in s.stale_items.iter().take(10) {
+                println!("{:<16}     {} ({})", "", it.item, it.reason);
+            }
+            if s.stale_items.len() > 10 {
+                println!("{:<16}     ... and {} more (see --json)", "", s.stale_items.len() - 10);
+            }
+        }
+    }
+    if a.json {
+        let v = serde_json::json!({ "stages": stages, "fresh": fresh, "stale": stale, "failed": failed });
+        println!("{}", serde_json::to_string(&v)?);
+    }
+    Ok(0)
+}

@@ -1,0 +1,189 @@
+//! The driver: turns a plan into tasks stage by stage, journals results as they arrive and writes each
+//! stage's manifest when the stage is complete.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::progress::{ProgressMode, StageProgress};
+use super::task::{Done, Task};
+use crate::error::{IoContext, Result};
+use crate::pipeline::Pipeline;
+use crate::plan::{ItemState, Plan};
+use crate::store::journal::Journal;
+use crate::store::{manifest, Record, Status, Workspace};
+
+/// What one stage did in a run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StageSummary {
+    /// Stage id.
+    pub id: String,
+    /// Items in the stage.
+    pub items: usize,
+    /// Items computed in this run.
+    pub computed: usize,
+    /// Items reused from the cache (results and cached failures).
+    pub cached: usize,
+    /// Items whose record is a failure (new or cached).
+    pub failed: usize,
+    /// Wall seconds of the stage in this run.
+    pub seconds: f64,
+}
+
+/// State of the driving worker.
+pub struct Driver {
+    pipeline: Arc<Pipeline>,
+    ws: Workspace,
+    plan: Plan,
+    /// Whether a stage's manifest must be rewritten even if nothing is computed (items removed, journal
+    /// left by a killed run, unreadable manifest).
+    must_write: Vec<bool>,
+    /// Latest record of every item, by pipeline stage index.
+    latest: HashMap<usize, HashMap<String, Record>>,
+    mode: ProgressMode,
+    journal: Option<Journal>,
+    progress: Option<StageProgress>,
+    started: Instant,
+    computed: usize,
+    new_failed: usize,
+    /// One summary per finished stage.
+    pub summaries: Vec<StageSummary>,
+}
+
+impl Driver {
+    /// A driver for `plan`; `must_write[k]` is for `plan.stages[k]`.
+    pub fn new(pipeline: Arc<Pipeline>, ws: Workspace, plan: Plan, must_write: Vec<bool>, mode: ProgressMode) -> Self {
+        let mut latest: HashMap<usize, HashMap<String, Record>> = HashMap::new();
+        for sp in &plan.stages {
+            let m = latest.entry(sp.stage).or_default();
+            for it in &sp.items {
+                if let ItemState::Fresh(r) | ItemState::FreshFailed(r) = &it.state {
+                    m.insert(it.id.clone(), r.clone());
+                }
+            }
+        }
+        Driver {
+            pipeline,
+            ws,
+            plan,
+            must_write,
+            latest,
+            mode,
+            journal: None,
+            progress: None,
+            started: Instant::now(),
+            computed: 0,
+            new_failed: 0,
+            summaries: Vec::new(),
+        }
+    }
+
+    /// Number of stage epochs.
+    pub fn epochs(&self) -> usize {
+        self.plan.stages.len()
+    }
+
+    /// Starts epoch `k`: returns the tasks of the stale items of `plan.stages[k]`.
+    pub fn begin_stage(&mut self, k: usize) -> Vec<Task> {
+        self.started = Instant::now();
+        self.computed = 0;
+        self.new_failed = 0;
+        let sp = &self.plan.stages[k];
+        let sd = &self.pipeline.stages[sp.stage];
+        let mut tasks = Vec::new();
+        for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_))) {
+            let mut files: Vec<(String, String)> = it.sources.iter().map(|(r, p)| (r.clone(), p.to_string_lossy().into_owned())).collect();
+            let mut upstream_failed = None;
+            let prefixed = it.upstream.len() > 1;
+            for (n, (s, item)) in it.upstream.iter().enumerate() {
+                match self.latest.get(s).and_then(|m| m.get(item)) {
+                    Some(r) if r.status == Status::Ok => {
+                        for o in &r.outputs {
+                            let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
+                            files.push((role, self.ws.root.join(&o.file).to_string_lossy().into_owned()));
+                        }
+                    }
+                    Some(r) => {
+                        let why = r.error.as_deref().unwrap_or("failed");
+                        upstream_failed.get_or_insert(format!("upstream item {}/{item} failed: {why}", self.pipeline.stages[*s].id));
+                    }
+                    None => {
+                        upstream_failed.get_or_insert(format!("upstream item {}/{item} was not computed", self.pipeline.stages[*s].id));
+                    }
+                }
+            }
+            tasks.push(Task {
+                stage: sp.stage,
+                item: it.id.clone(),
+                key: it.key.clone(),
+                params_hash: sp.params_hash.clone(),
+                version: sp.version,
+                key_inputs: it.key_inputs.clone(),
+                files,
+                upstream_failed,
+            });
+        }
+        if !tasks.is_empty() {
+            self.progress = Some(StageProgress::start(self.mode, &sd.id, tasks.len() as u64));
+        }
+        tasks
+    }
+
+    /// Records a finished item: journal first (so a kill after this point keeps it), then memory.
+    pub fn on_done(&mut self, (stage, record): Done) -> Result<()> {
+        if self.journal.is_none() {
+            self.journal = Some(Journal::open(&self.ws.journal(&self.pipeline.stages[stage].id))?);
+        }
+        self.journal.as_mut().expect("opened above").append(&record)?;
+        let failed = record.status == Status::Failed;
+        self.computed += 1;
+        self.new_failed += failed as usize;
+        if let Some(p) = self.progress.as_mut() {
+            p.inc(failed);
+        }
+        self.latest.entry(stage).or_default().insert(record.item_id.clone(), record);
+        Ok(())
+    }
+
+    /// Ends epoch `k`: writes the manifest if anything changed, drops the journal, records the summary.
+    pub fn finish_stage(&mut self, k: usize) -> Result<()> {
+        if let Some(p) = self.progress.take() {
+            p.finish();
+        }
+        let sp = &self.plan.stages[k];
+        let sd = &self.pipeline.stages[sp.stage];
+        let latest = self.latest.get(&sp.stage);
+        let records: Vec<Record> = sp.items.iter().filter_map(|it| latest.and_then(|m| m.get(&it.id)).cloned()).collect();
+        if self.computed > 0 || self.must_write[k] {
+            manifest::write(&self.ws.manifest(&sd.id), &self.ws.tmp(), &records)?;
+        }
+        self.journal = None;
+        let jp = self.ws.journal(&sd.id);
+        if jp.exists() {
+            std::fs::remove_file(&jp).at("remove journal", &jp)?;
+        }
+        let failed = records.iter().filter(|r| r.status == Status::Failed).count();
+        self.summaries.push(StageSummary {
+            id: sd.id.clone(),
+            items: sp.items.len(),
+            computed: self.computed,
+            cached: sp.items.len() - self.computed,
+            failed,
+            seconds: self.started.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    }
+
+    /// Runs every stage in this thread, without a dataflow: used when nothing is stale, so a no-op rerun
+    /// does not pay for starting workers.
+    pub fn finish_inline(&mut self) -> Result<()> {
+        for k in 0..self.epochs() {
+            for t in self.begin_stage(k) {
+                let done = super::task::compute(&self.pipeline.clone(), &self.ws.clone(), t);
+                self.on_done(done)?;
+            }
+            self.finish_stage(k)?;
+        }
+        Ok(())
+    }
+}

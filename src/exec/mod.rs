@@ -1,0 +1,148 @@
+//! Running a plan on timely dataflow.
+//!
+//! One dataflow serves the whole run; its epochs are the selected stages in topological order. The driver
+//! (global worker 0) sends the stale items of stage `k` at epoch `k`; they are exchanged by a hash of the
+//! item id, so every worker (thread or process) computes a deterministic share; finished records flow
+//! back to worker 0, which journals each one as it arrives and, when the epoch is complete, writes the
+//! stage's manifest. The next stage's tasks are built only then, so they can name their upstream outputs.
+//! Outputs are content-addressed and manifests sorted by item id: 1 worker or N, 1 process or P, the
+//! bytes written are the same.
+
+mod driver;
+pub mod progress;
+pub mod task;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+
+pub use driver::{Driver, StageSummary};
+pub use progress::ProgressMode;
+pub use task::{Done, Task};
+
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::store::Workspace;
+
+/// Where the workers are.
+#[derive(Debug, Clone)]
+pub enum Cluster {
+    /// This process only, with `workers` threads.
+    Local {
+        /// Worker threads.
+        workers: usize,
+    },
+    /// Several processes (timely's own TCP networking).
+    Processes {
+        /// Worker threads per process.
+        workers: usize,
+        /// This process's index.
+        index: usize,
+        /// `host:port` of every process, in index order.
+        addresses: Vec<String>,
+    },
+}
+
+impl Cluster {
+    fn config(&self) -> timely::Config {
+        match self {
+            Cluster::Local { workers } => timely::Config::process((*workers).max(1)),
+            Cluster::Processes { workers, index, addresses } => timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: (*workers).max(1),
+                    process: *index,
+                    addresses: addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+        }
+    }
+    /// Whether this process drives the run (writes manifests).
+    pub fn is_driver(&self) -> bool {
+        match self {
+            Cluster::Local { .. } => true,
+            Cluster::Processes { index, .. } => *index == 0,
+        }
+    }
+}
+
+/// FNV-1a of the item id: the same routing on every process.
+fn route(item: &str) -> u64 {
+    item.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Runs `epochs` stage epochs. On the driving process pass the [`Driver`]; it is returned when done.
+pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs: usize, driver: Option<Driver>) -> Result<Option<Driver>> {
+    let slot = Arc::new(Mutex::new(driver));
+    let guards = timely::execute(cluster.config(), move |worker| -> std::result::Result<Option<Driver>, String> {
+        let mut driver = if worker.index() == 0 { slot.lock().map_err(|e| e.to_string())?.take() } else { None };
+        let mut input: InputHandleVec<u64, Task> = InputHandleVec::new();
+        let probe = ProbeHandle::new();
+        let inbox: Rc<RefCell<Vec<Done>>> = Rc::new(RefCell::new(Vec::new()));
+        {
+            let (p, w, sink) = (pipeline.clone(), ws.clone(), inbox.clone());
+            worker.dataflow::<u64, _, _>(|scope| {
+                scope
+                    .input_from(&mut input)
+                    .container::<Vec<Task>>()
+                    .exchange(|t: &Task| route(&t.item))
+                    .map(move |t| task::compute(&p, &w, t))
+                    .exchange(|_: &Done| 0)
+                    .inspect(move |d: &Done| sink.borrow_mut().push(d.clone()))
+                    .probe_with(&probe);
+            });
+        }
+        let mut failure = None;
+        for epoch in 0..epochs {
+            if let Some(d) = driver.as_mut().filter(|_| failure.is_none()) {
+                for t in d.begin_stage(epoch) {
+                    input.send(t);
+                }
+            }
+            input.advance_to(epoch as u64 + 1);
+            while probe.less_than(input.time()) {
+                worker.step();
+                if let Some(d) = driver.as_mut() {
+                    for done in inbox.borrow_mut().drain(..) {
+                        if let Err(e) = d.on_done(done) {
+                            failure.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+            }
+            if let Some(d) = driver.as_mut() {
+                for done in inbox.borrow_mut().drain(..) {
+                    if let Err(e) = d.on_done(done) {
+                        failure.get_or_insert(e.to_string());
+                    }
+                }
+                if failure.is_none() {
+                    if let Err(e) = d.finish_stage(epoch) {
+                        failure = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(driver),
+        }
+    })
+    .map_err(Error::Execution)?;
+    let mut out = None;
+    for r in guards.join() {
+        match r {
+            Ok(Ok(Some(d))) => out = Some(d),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return Err(Error::Execution(e)),
+            Err(e) => return Err(Error::Execution(format!("a worker failed: {e}"))),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,24 @@
+//! mammoflow: a mammogram-segmentation study as a declarative, incremental pipeline.
+//!
+//! A pipeline is a TOML file of stages (`pipeline`); each stage kind (`stages`) computes one item at a
+//! time; every item has a cache key derived from what determines it (`hash`), so a run (`run`) plans
+//! exactly what is stale (`plan`), computes it on timely dataflow workers (`exec`) and records it in
+//! Parquet manifests and a content-addressed store (`store`). The CLI (`cli`) is a thin layer on top.
+
+pub mod bench;
+pub mod cli;
+pub mod error;
+pub mod exec;
+pub mod gc;
+pub mod hash;
+pub mod phantom_anatomy;
+pub mod pipeline;
+pub mod plan;
+pub mod run;
+pub mod stages;
+pub mod store;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use pipeline::{LoadOptions, Pipeline};
+pub use run::{run, status, RunOptions, RunReport};

@@ -1,0 +1,245 @@
+//! `run` and `status`: load what is known, plan, and (for `run`) execute and write manifests.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::exec::{self, Cluster, Driver, ProgressMode, StageSummary};
+use crate::pipeline::Pipeline;
+use crate::plan::{self, ItemState, Plan, PlanEnv, Reason};
+use crate::store::{Cas, OutputRef, Record, StatCache, Status, Workspace, WorkspaceLock};
+
+/// Options of `run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--until STAGE`.
+    pub until: Option<String>,
+    /// Where the workers are.
+    pub cluster: Cluster,
+    /// Recompute items whose failure is cached.
+    pub retry_failed: bool,
+    /// Progress display.
+    pub progress: ProgressMode,
+    /// Text describing the command, written into the lock file.
+    pub command: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunReport {
+    /// Per stage.
+    pub stages: Vec<StageSummary>,
+    /// Items computed.
+    pub computed: usize,
+    /// Items reused.
+    pub cached: usize,
+    /// Items failed (new or cached).
+    pub failed: usize,
+    /// Things the user should know (ignored unreadable manifests, ...).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+struct DiskEnv<'a> {
+    ws: &'a Workspace,
+    stat: StatCache,
+}
+
+impl PlanEnv for DiskEnv<'_> {
+    fn source_hash(&mut self, path: &Path) -> String {
+        self.stat.hash(path)
+    }
+    fn output_ok(&self, out: &OutputRef) -> bool {
+        Cas::looks_valid(&self.ws.root, &out.file, out.size)
+    }
+}
+
+/// A plan plus what was loaded to make it.
+pub struct Planned {
+    /// The plan.
+    pub plan: Plan,
+    /// Per plan stage: whether the manifest must be rewritten even with nothing to compute.
+    pub must_write: Vec<bool>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    stat: StatCache,
+}
+
+/// Loads records and plans the selected stages. With `verify_inputs`, the outputs that stale items will
+/// read are hashed in full first, and any corrupt one makes its own item stale ("output missing").
+pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry_failed: bool, verify_inputs: bool) -> Result<Planned> {
+    let selected = pipeline.selected(until)?;
+    let mut warnings = Vec::new();
+    let mut known: Vec<HashMap<String, Record>> = Vec::with_capacity(pipeline.stages.len());
+    let mut manifest_state: Vec<(bool, usize)> = Vec::new(); // (journal present or manifest unreadable, manifest rows)
+    let mut manifest_keys: Vec<HashMap<String, (String, Status)>> = Vec::new();
+    for (i, sd) in pipeline.stages.iter().enumerate() {
+        if !selected[i] {
+            known.push(HashMap::new());
+            manifest_state.push((false, 0));
+            manifest_keys.push(HashMap::new());
+            continue;
+        }
+        let mut dirty = false;
+        let rows = match crate::store::manifest::read(&ws.manifest(&sd.id)) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(format!("{e}: ignoring it, its items will be recomputed"));
+                dirty = true;
+                Vec::new()
+            }
+        };
+        manifest_keys.push(rows.iter().map(|r| (r.item_id.clone(), (r.key.clone(), r.status))).collect());
+        manifest_state.push((false, rows.len()));
+        let mut by_id: HashMap<String, Record> = rows.into_iter().map(|r| (r.item_id.clone(), r)).collect();
+        let journal = crate::store::journal::read(&ws.journal(&sd.id));
+        dirty |= !journal.is_empty();
+        for r in journal {
+            by_id.insert(r.item_id.clone(), r);
+        }
+        manifest_state.last_mut().expect("pushed").0 = dirty;
+        known.push(by_id);
+    }
+    let mut env = DiskEnv { ws, stat: StatCache::load(&ws.statcache()) };
+    let mut plan = plan::plan(pipeline, &selected, &known, retry_failed, &mut env)?;
+    if verify_inputs {
+        verify_stale_inputs(&mut plan, ws);
+    }
+    let must_write = plan
+        .stages
+        .iter()
+        .map(|sp| {
+            let (dirty, rows) = manifest_state[sp.stage];
+            let mk = &manifest_keys[sp.stage];
+            dirty
+                || rows != sp.items.len()
+                || sp.items.iter().any(|it| match &it.state {
+                    ItemState::Fresh(r) | ItemState::FreshFailed(r) => mk.get(&it.id) != Some(&(r.key.clone(), r.status)),
+                    ItemState::Stale(_) => true,
+                })
+        })
+        .collect();
+    Ok(Planned { plan, must_write, warnings, stat: env.stat })
+}
+
+/// Hashes, in full, every cached output a stale item is about to read; a corrupt one turns its item stale.
+/// Repeats until nothing changes, since a newly stale item makes its own inputs worth checking.
+fn verify_stale_inputs(plan: &mut Plan, ws: &Workspace) {
+    let mut checked: HashMap<String, bool> = HashMap::new();
+    loop {
+        let mut corrupt: Vec<(usize, String)> = Vec::new();
+        for sp in &plan.stages {
+            for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_))) {
+                for (s, item) in &it.upstream {
+                    let Some(up) = plan.stage(*s).and_then(|p| p.items.iter().find(|x| &x.id == item)) else { continue };
+                    if let ItemState::Fresh(r) = &up.state {
+                        let bad = r.outputs.iter().any(|o| !*checked.entry(o.file.clone()).or_insert_with(|| Cas::verify(&ws.root, &o.file)));
+                        if bad {
+                            corrupt.push((*s, item.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if corrupt.is_empty() {
+            return;
+        }
+        for (s, item) in corrupt {
+            if let Some(sp) = plan.stages.iter_mut().find(|p| p.stage == s) {
+                if let Some(it) = sp.items.iter_mut().find(|x| x.id == item) {
+                    it.state = ItemState::Stale(Reason::OutputMissing);
+                }
+            }
+        }
+    }
+}
+
+/// Runs what is stale.
+///
+/// # Errors
+/// A locked workspace, an unreadable source folder, a failed cluster connection, a failed manifest write.
+/// Failed *items* are not errors: they are counted in the report.
+pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
+    let ws = Workspace::new(&pipeline.workspace);
+    let pipeline = Arc::new(pipeline);
+    if !opts.cluster.is_driver() {
+        let epochs = pipeline.selected(opts.until.as_deref())?.iter().filter(|&&s| s).count();
+        exec::execute(pipeline, ws, &opts.cluster, epochs, None)?;
+        return Ok(RunReport::default());
+    }
+    let _lock = WorkspaceLock::acquire(&ws.root, &opts.command)?;
+    let planned = make_plan(&pipeline, &ws, opts.until.as_deref(), opts.retry_failed, true)?;
+    planned.stat.save(&ws.statcache(), &ws.tmp())?;
+    let stale = planned.plan.stale();
+    let mut driver = Driver::new(pipeline.clone(), ws.clone(), planned.plan, planned.must_write, opts.progress);
+    let local_only = matches!(opts.cluster, Cluster::Local { .. });
+    let driver = if stale == 0 && local_only {
+        driver.finish_inline()?;
+        driver
+    } else {
+        let epochs = driver.epochs();
+        exec::execute(pipeline, ws, &opts.cluster, epochs, Some(driver))?
+            .ok_or_else(|| crate::error::Error::Execution("the driving worker returned nothing".into()))?
+    };
+    let mut report = RunReport { warnings: planned.warnings, ..Default::default() };
+    for s in &driver.summaries {
+        report.computed += s.computed;
+        report.cached += s.cached;
+        report.failed += s.failed;
+    }
+    report.stages = driver.summaries;
+    Ok(report)
+}
+
+/// Per-stage status without doing any work.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageStatus {
+    /// Stage id.
+    pub id: String,
+    /// Items.
+    pub items: usize,
+    /// Fresh (cached ok) items.
+    pub fresh: usize,
+    /// Stale items.
+    pub stale: usize,
+    /// Cached failures.
+    pub failed: usize,
+    /// Stale items per reason.
+    pub reasons: std::collections::BTreeMap<String, usize>,
+    /// Each stale item and its reason.
+    pub stale_items: Vec<StaleItem>,
+}
+
+/// One stale item.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StaleItem {
+    /// Item id.
+    pub item: String,
+    /// Why it is stale.
+    pub reason: String,
+}
+
+/// Computes the status of every selected stage (reads only; takes no lock).
+pub fn status(pipeline: &Pipeline, until: Option<&str>) -> Result<(Vec<StageStatus>, Vec<String>)> {
+    let ws = Workspace::new(&pipeline.workspace);
+    let planned = make_plan(pipeline, &ws, until, false, false)?;
+    let out = planned
+        .plan
+        .stages
+        .iter()
+        .map(|sp| {
+            let (fresh, stale, failed) = sp.counts();
+            let mut reasons = std::collections::BTreeMap::new();
+            let mut stale_items = Vec::new();
+            for it in &sp.items {
+                if let ItemState::Stale(r) = it.state {
+                    *reasons.entry(r.as_str().to_string()).or_insert(0) += 1;
+                    stale_items.push(StaleItem { item: it.id.clone(), reason: r.as_str().to_string() });
+                }
+            }
+            StageStatus { id: pipeline.stages[sp.stage].id.clone(), items: sp.items.len(), fresh, stale, failed, reasons, stale_items }
+        })
+        .collect();
+    Ok((out, planned.warnings))
+}

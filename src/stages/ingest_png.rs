@@ -1,0 +1,141 @@
+//! `ingest-png`: grayscale PNG mammograms plus one binary mask per anatomical region.
+//!
+//! Items come either from a folder (`root`, with `images` and a mask naming pattern such as
+//! `masks/{stem}_{region}.png`) or from an upstream stage whose items carry an `image` PNG and
+//! `mask:{region}` PNGs (the phantom). Each item stores the image as a 16-bit `.npy` (8-bit input is
+//! widened by x257 so every image spans the same range) and its masks as 8-bit PNGs after checking that
+//! every mask exists, is grayscale and has the image's size.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::png::{self, Gray};
+use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use crate::error::Result;
+use crate::item_err;
+use crate::tensor::{self, Tensor2};
+
+/// Params of `ingest-png`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Data set folder; required unless the stage has an upstream stage. `${MAMMOFLOW_DATA}` expands.
+    pub root: Option<String>,
+    /// Folder of the images, relative to `root`; every `*.png` in it is one item (id = file stem).
+    pub images: String,
+    /// Mask path pattern relative to `root`, with `{stem}` and `{region}`.
+    pub masks: String,
+    /// Region names: one mask per region and image. Empty = images only.
+    pub regions: Vec<String>,
+    /// Refuse images with more pixels than this (checked before decoding).
+    pub max_pixels: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { root: None, images: "images".into(), masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: 400_000_000 }
+    }
+}
+
+/// The `ingest-png` stage.
+pub struct IngestPng {
+    params: Params,
+    root: Option<PathBuf>,
+}
+
+impl IngestPng {
+    /// Builds the stage.
+    pub fn new(params: Params, ctx: &BuildCtx<'_>) -> Result<Self, ParamError> {
+        let root = params.root.as_deref().map(|r| ctx.resolve_path("root", r)).transpose()?;
+        if !params.masks.contains("{stem}") || (!params.regions.is_empty() && !params.masks.contains("{region}")) {
+            return Err(ParamError::at("masks", "the mask pattern must contain `{stem}` and `{region}`"));
+        }
+        Ok(IngestPng { params, root })
+    }
+
+    fn folder_items(&self, root: &std::path::Path) -> Result<Vec<ItemSpec>> {
+        let dir = root.join(&self.params.images);
+        let rd = std::fs::read_dir(&dir).map_err(|e| crate::error::Error::io("list images in", &dir, e))?;
+        let mut stems: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .collect();
+        stems.sort();
+        Ok(stems
+            .into_iter()
+            .map(|stem| {
+                let mut inputs = vec![InputSpec::Source { role: "image".into(), path: dir.join(format!("{stem}.png")) }];
+                for r in &self.params.regions {
+                    let rel = self.params.masks.replace("{stem}", &stem).replace("{region}", r);
+                    inputs.push(InputSpec::Source { role: format!("mask:{r}"), path: root.join(rel) });
+                }
+                ItemSpec { id: stem, inputs }
+            })
+            .collect())
+    }
+}
+
+impl Stage for IngestPng {
+    fn kind(&self) -> &'static str {
+        "ingest-png"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn arity(&self) -> Arity {
+        Arity::ZeroOrOne
+    }
+    fn params(&self) -> serde_json::Value {
+        // `root`, `images` and `masks` only say where sources are; sources enter keys by content.
+        serde_json::json!({ "regions": self.params.regions, "max_pixels": self.params.max_pixels })
+    }
+
+    fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
+        match (upstream.first(), &self.root) {
+            (Some(ids), None) => Ok(ids.iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect()),
+            (None, Some(root)) => self.folder_items(root),
+            (Some(_), Some(_)) => Err(item_err!("ingest-png: give either `root` or an input stage, not both")),
+            (None, None) => Err(item_err!("ingest-png: param `root` is required when the stage has no input stage")),
+        }
+    }
+
+    fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
+        let image_path = inputs.file("image")?;
+        let what = image_path.display().to_string();
+        let bytes = png::read_file(image_path)?;
+        let (bits, img) = match png::decode_gray(&bytes, &what, self.params.max_pixels)? {
+            Gray::U8(t) => (8, Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() }),
+            Gray::U16(t) => (16, t),
+        };
+        let (min, max) = img.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let mut out = ItemOutput::default();
+        for region in &self.params.regions {
+            let path = inputs.file(&format!("mask:{region}"))?;
+            let mwhat = path.display().to_string();
+            let mbytes = png::read_file(path)?;
+            let mask = match png::decode_gray(&mbytes, &mwhat, self.params.max_pixels)? {
+                Gray::U8(t) => t,
+                Gray::U16(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| if v > 0 { 255 } else { 0 }).collect() },
+            };
+            if (mask.width, mask.height) != (img.width, img.height) {
+                return Err(item_err!(
+                    "{mwhat}: mask is {} x {} but the image {what} is {} x {}",
+                    mask.width, mask.height, img.width, img.height
+                ));
+            }
+            let covered = mask.data.iter().filter(|&&v| v > 0).count();
+            out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));
+            out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: png::encode_u8(&mask) });
+        }
+        out.meta.insert("width".into(), MetaValue::Int(img.width as i64));
+        out.meta.insert("height".into(), MetaValue::Int(img.height as i64));
+        out.meta.insert("source_bits".into(), MetaValue::Int(bits));
+        out.meta.insert("min".into(), MetaValue::Int(min as i64));
+        out.meta.insert("max".into(), MetaValue::Int(max as i64));
+        out.files.insert(0, OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&img) });
+        Ok(out)
+    }
+}

@@ -1,0 +1,237 @@
+//! Stage kinds: what each does to one item, and how its items are derived from its inputs.
+//!
+//! A stage is pure per item: given the item's input files (upstream outputs or source files) it returns
+//! output bytes and a few metadata values. Everything about caching, scheduling and manifests lives in
+//! [`crate::plan`], [`crate::exec`] and [`crate::store`]; a stage only declares
+//! - its `kind` and code `version` (bump the version whenever the bytes it writes change),
+//! - its canonical params (hashed into every item key),
+//! - the items it will produce, derived from upstream item ids alone, so a whole run can be planned (and
+//!   `status` answered) without computing anything.
+
+mod center_crop;
+mod ingest_png;
+mod phantom;
+pub mod png;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+
+pub use center_crop::CenterCrop;
+pub use ingest_png::IngestPng;
+pub use phantom::PhantomStage;
+
+/// Every stage kind a pipeline may name.
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "center-crop"];
+
+/// What a stage needs to know at build time.
+pub struct BuildCtx<'a> {
+    /// The stage's id in the pipeline.
+    pub stage_id: &'a str,
+    /// The pipeline file (for `${MAMMOFLOW_DATA}`'s default).
+    pub pipeline_file: &'a Path,
+    /// Relative paths in params are relative to this folder (the pipeline file's).
+    pub base_dir: &'a Path,
+    /// The pipeline's seed.
+    pub seed: u64,
+}
+
+impl BuildCtx<'_> {
+    /// Expands `${VAR}`s and makes a path param absolute (relative to the pipeline file).
+    pub fn resolve_path(&self, key: &str, p: &str) -> Result<PathBuf, ParamError> {
+        let expanded = crate::pipeline::expand_vars(p, self.pipeline_file).map_err(|m| ParamError::at(key, m))?;
+        let path = PathBuf::from(expanded);
+        Ok(if path.is_absolute() { path } else { self.base_dir.join(path) })
+    }
+}
+
+/// A problem with a stage's params: the message, the param key if one is to blame, a hint.
+#[derive(Debug, Clone)]
+pub struct ParamError {
+    /// What is wrong.
+    pub message: String,
+    /// The param at fault (its line is reported).
+    pub key: Option<String>,
+    /// A `did you mean` or other hint.
+    pub hint: Option<String>,
+}
+
+impl ParamError {
+    /// An error about param `key`.
+    pub fn at(key: &str, message: impl Into<String>) -> Self {
+        ParamError { message: message.into(), key: Some(key.to_string()), hint: None }
+    }
+}
+
+/// Deserialises a params table into a stage's typed `Params` (`deny_unknown_fields`, defaults).
+///
+/// The table is written back to TOML text and parsed from there, because errors from text carry a span,
+/// from which the offending param key is recovered (errors from an in-memory value do not name it).
+pub fn parse_params<P: DeserializeOwned>(table: &toml::Table) -> Result<P, ParamError> {
+    let text = toml::to_string(table).map_err(|e| ParamError { message: e.to_string(), key: None, hint: None })?;
+    toml::from_str::<P>(&text).map_err(|e| {
+        let msg = e.message().trim().to_string();
+        let key = e.span().and_then(|sp| key_at(&text, sp.start)).or_else(|| {
+            msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).map(str::to_string)
+        });
+        let hint = msg.strip_prefix("unknown field `").and_then(|rest| {
+            let (field, tail) = rest.split_once('`')?;
+            let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
+            crate::pipeline::did_you_mean(field, expected.into_iter()).map(|h| format!("did you mean `{h}`?"))
+        });
+        let message = match &key {
+            Some(k) if !msg.contains(&format!("`{k}`")) => format!("param `{k}`: {msg}"),
+            _ => msg,
+        };
+        ParamError { message, key, hint }
+    })
+}
+
+/// The top-level key whose line (or `[table]` section) contains byte `offset` of serialised params.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let upto = &text[..offset.min(text.len())];
+    let line_start = upto.rfind('\n').map(|p| p + 1).unwrap_or(0);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    // inside a `[section]`? then the section's first segment is the param
+    if let Some(header) = upto.lines().rev().find(|l| l.trim_start().starts_with('[')) {
+        let name = header.trim().trim_matches(|c| c == '[' || c == ']');
+        return Some(name.split('.').next().unwrap_or(name).trim_matches('"').to_string());
+    }
+    let key = line.split('=').next()?.trim();
+    (!key.is_empty()).then(|| key.split('.').next().unwrap_or(key).trim_matches('"').to_string())
+}
+
+/// How many upstream stages a stage takes.
+#[derive(Debug, Clone, Copy)]
+pub enum Arity {
+    /// Exactly this many.
+    Exactly(usize),
+    /// Zero (reads sources itself) or one upstream stage.
+    ZeroOrOne,
+}
+
+impl Arity {
+    /// Whether `n` inputs are acceptable.
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exactly(k) => n == k,
+            Arity::ZeroOrOne => n <= 1,
+        }
+    }
+    /// For messages.
+    pub fn describe(self) -> String {
+        match self {
+            Arity::Exactly(0) => "no inputs".into(),
+            Arity::Exactly(1) => "exactly one input stage".into(),
+            Arity::Exactly(k) => format!("exactly {k} input stages"),
+            Arity::ZeroOrOne => "zero or one input stage".into(),
+        }
+    }
+}
+
+/// One input of an item, as planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSpec {
+    /// All outputs of an upstream item. `upstream` indexes the stage's inputs.
+    Upstream { upstream: usize, item: String },
+    /// A source file, hashed by content; `role` names it for the stage (`image`, `mask:fibroglandular`).
+    Source { role: String, path: PathBuf },
+}
+
+/// An item a stage will produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemSpec {
+    /// Item id, unique within the stage.
+    pub id: String,
+    /// Its inputs.
+    pub inputs: Vec<InputSpec>,
+}
+
+/// The files handed to [`Stage::compute`], by role: source roles as planned, upstream outputs by their
+/// output role.
+#[derive(Debug, Clone, Default)]
+pub struct ItemInputs {
+    /// `(role, absolute path)`.
+    pub files: Vec<(String, PathBuf)>,
+}
+
+impl ItemInputs {
+    /// The file with this role.
+    pub fn file(&self, role: &str) -> Result<&Path> {
+        self.files
+            .iter()
+            .find(|(r, _)| r == role)
+            .map(|(_, p)| p.as_path())
+            .ok_or_else(|| crate::item_err!("input `{role}` is missing"))
+    }
+    /// All files whose role starts with `prefix`, with the prefix removed.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Path)> + 'a {
+        self.files.iter().filter_map(move |(r, p)| r.strip_prefix(prefix).map(|s| (s, p.as_path())))
+    }
+}
+
+/// A metadata value recorded in the manifest (one column per name).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum MetaValue {
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// Text.
+    Str(String),
+}
+
+/// One output file of an item.
+#[derive(Debug, Clone)]
+pub struct OutFile {
+    /// Role (`image`, `mask:nipple`).
+    pub role: String,
+    /// File extension, for humans and tools (`npy`, `png`).
+    pub ext: &'static str,
+    /// Content.
+    pub bytes: Vec<u8>,
+}
+
+/// What computing one item produced.
+#[derive(Debug, Clone, Default)]
+pub struct ItemOutput {
+    /// Output files.
+    pub files: Vec<OutFile>,
+    /// Manifest metadata.
+    pub meta: BTreeMap<String, MetaValue>,
+}
+
+/// A stage kind's implementation.
+pub trait Stage: Send + Sync {
+    /// The kind name used in pipeline files.
+    fn kind(&self) -> &'static str;
+    /// Code version: bump when the output bytes for the same inputs and params change.
+    fn version(&self) -> u32;
+    /// Accepted number of upstream stages.
+    fn arity(&self) -> Arity;
+    /// Canonical params (defaults filled in, paths resolved) hashed into every key. Source *paths* do not
+    /// belong here: sources enter keys by content.
+    fn params(&self) -> serde_json::Value;
+    /// Whether the item id is part of the key (generators whose output depends on nothing else).
+    fn key_includes_item_id(&self) -> bool {
+        false
+    }
+    /// The items this stage produces, from the item ids of each upstream stage (in declared input order).
+    fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>>;
+    /// Computes one item.
+    fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput>;
+}
+
+/// Builds a stage from its kind and params.
+pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Stage>, ParamError> {
+    Ok(match kind {
+        "phantom" => Arc::new(PhantomStage::new(parse_params(params)?, ctx)?),
+        "ingest-png" => Arc::new(IngestPng::new(parse_params(params)?, ctx)?),
+        "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
+        other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
+    })
+}

@@ -1,0 +1,98 @@
+//! PNG reading and writing shared by the image stages, with errors that name the file and the problem.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat, ImageReader};
+
+use crate::error::Result;
+use crate::item_err;
+use crate::tensor::Tensor2;
+
+/// A decoded grayscale image, 8 or 16 bits per sample.
+pub enum Gray {
+    /// 8-bit samples.
+    U8(Tensor2<u8>),
+    /// 16-bit samples.
+    U16(Tensor2<u16>),
+}
+
+impl Gray {
+    /// `(width, height)`.
+    pub fn dims(&self) -> (usize, usize) {
+        match self {
+            Gray::U8(t) => (t.width, t.height),
+            Gray::U16(t) => (t.width, t.height),
+        }
+    }
+}
+
+/// Reads a file, naming it in the error.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => item_err!("{}: file not found", path.display()),
+        _ => item_err!("{}: cannot read: {e}", path.display()),
+    })
+}
+
+/// Decodes grayscale PNG bytes; `what` names the source in errors. Colour PNGs are refused.
+/// `max_pixels` is checked from the header before any pixel buffer is allocated.
+pub fn decode_gray(bytes: &[u8], what: &str, max_pixels: u64) -> Result<Gray> {
+    let reader = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Png);
+    let (w, h) = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Png)
+        .into_dimensions()
+        .map_err(|e| item_err!("{what}: not a readable PNG: {e}"))?;
+    if (w as u64) * (h as u64) > max_pixels {
+        return Err(item_err!("{what}: {w} x {h} pixels exceeds the limit of {max_pixels} pixels (param `max_pixels`)"));
+    }
+    let img = reader.decode().map_err(|e| item_err!("{what}: cannot decode PNG: {e}"))?;
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    Ok(match img {
+        DynamicImage::ImageLuma8(b) => Gray::U8(Tensor2 { height, width, data: b.into_raw() }),
+        DynamicImage::ImageLuma16(b) => Gray::U16(Tensor2 { height, width, data: b.into_raw() }),
+        other => {
+            return Err(item_err!("{what}: expected a grayscale PNG, got {:?}", other.color()));
+        }
+    })
+}
+
+/// Encodes an 8-bit grayscale image as PNG (fast compression: masks compress well anyway).
+pub fn encode_u8(t: &Tensor2<u8>) -> Vec<u8> {
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+        .write_image(&t.data, t.width as u32, t.height as u32, ExtendedColorType::L8)
+        .expect("encoding a well-formed buffer into memory cannot fail");
+    out
+}
+
+/// Encodes a 16-bit grayscale image as PNG.
+pub fn encode_u16(t: &Tensor2<u16>) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(t.data.len() * 2);
+    for v in &t.data {
+        raw.extend_from_slice(&v.to_ne_bytes());
+    }
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+        .write_image(&raw, t.width as u32, t.height as u32, ExtendedColorType::L16)
+        .expect("encoding a well-formed buffer into memory cannot fail");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrips_and_refuses_garbage_and_huge() {
+        let t = Tensor2 { height: 2, width: 2, data: vec![0u16, 1000, 65535, 7] };
+        match decode_gray(&encode_u16(&t), "t", 100).unwrap() {
+            Gray::U16(d) => assert_eq!(d, t),
+            Gray::U8(_) => panic!("16-bit PNG decoded as 8-bit"),
+        }
+        let e = decode_gray(b"not a png", "x.png", 100).err().unwrap().to_string();
+        assert!(e.starts_with("x.png: not a readable PNG"), "{e}");
+        let e = decode_gray(&encode_u16(&t), "big.png", 3).err().unwrap().to_string();
+        assert!(e.contains("exceeds the limit"), "{e}");
+    }
+}

@@ -1,0 +1,224 @@
+//! Stage manifests as Parquet (polars): one row per item, the scriptable record of what ran.
+//!
+//! Columns: `item_id, key, status, error, version, params_hash, inputs (list of "role=hash"),
+//! output_roles, output_files, output_sizes (lists), bytes, seconds`, then one column per stage metadata
+//! name. Rows are sorted by item id, so the file does not depend on worker count or completion order
+//! (only `seconds` does). A manifest that cannot be read is treated as empty: every item is then a miss,
+//! never a wrong hit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use polars::prelude::*;
+
+use super::record::{OutputRef, Record, Status};
+use crate::error::{Error, Result};
+use crate::stages::MetaValue;
+
+const CORE: &[&str] = &[
+    "item_id", "key", "status", "error", "version", "params_hash", "inputs", "output_roles", "output_files", "output_sizes", "bytes", "seconds",
+];
+
+fn merr(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Manifest { path: path.to_path_buf(), message: e.to_string() }
+}
+
+fn list_str(name: &str, rows: impl Iterator<Item = Vec<String>>) -> Column {
+    let series: Vec<Series> = rows.map(|v| Series::new("".into(), v)).collect();
+    let mut s = Series::new(name.into(), series);
+    if s.is_empty() {
+        s = Series::new_empty(name.into(), &DataType::List(Box::new(DataType::String)));
+    }
+    s.into_column()
+}
+
+/// Builds the manifest DataFrame (rows sorted by item id).
+pub fn to_frame(records: &[Record]) -> Result<DataFrame> {
+    let mut recs: Vec<&Record> = records.iter().collect();
+    recs.sort_by(|a, b| a.item_id.cmp(&b.item_id));
+    let n = recs.len();
+    let mut cols: Vec<Column> = vec![
+        Column::new("item_id".into(), recs.iter().map(|r| r.item_id.as_str()).collect::<Vec<_>>()),
+        Column::new("key".into(), recs.iter().map(|r| r.key.as_str()).collect::<Vec<_>>()),
+        Column::new("status".into(), recs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>()),
+        Column::new("error".into(), recs.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>()),
+        Column::new("version".into(), recs.iter().map(|r| r.version).collect::<Vec<_>>()),
+        Column::new("params_hash".into(), recs.iter().map(|r| r.params_hash.as_str()).collect::<Vec<_>>()),
+        list_str("inputs", recs.iter().map(|r| r.inputs.iter().map(|(a, b)| format!("{a}={b}")).collect())),
+        list_str("output_roles", recs.iter().map(|r| r.outputs.iter().map(|o| o.role.clone()).collect())),
+        list_str("output_files", recs.iter().map(|r| r.outputs.iter().map(|o| o.file.clone()).collect())),
+        {
+            let series: Vec<Series> = recs.iter().map(|r| Series::new("".into(), r.outputs.iter().map(|o| o.size).collect::<Vec<u64>>())).collect();
+            let s = if n == 0 { Series::new_empty("output_sizes".into(), &DataType::List(Box::new(DataType::UInt64))) } else { Series::new("output_sizes".into(), series) };
+            s.into_column()
+        },
+        Column::new("bytes".into(), recs.iter().map(|r| r.bytes()).collect::<Vec<_>>()),
+        Column::new("seconds".into(), recs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
+    ];
+    let names: BTreeSet<&str> = recs.iter().flat_map(|r| r.meta.keys().map(String::as_str)).filter(|k| !CORE.contains(k)).collect();
+    for name in names {
+        let vals: Vec<Option<&MetaValue>> = recs.iter().map(|r| r.meta.get(name)).collect();
+        let col = if vals.iter().flatten().all(|v| matches!(v, MetaValue::Int(_))) {
+            Column::new(name.into(), vals.iter().map(|v| v.map(|v| if let MetaValue::Int(i) = v { *i } else { 0 })).collect::<Vec<Option<i64>>>())
+        } else if vals.iter().flatten().all(|v| matches!(v, MetaValue::Int(_) | MetaValue::Float(_))) {
+            Column::new(
+                name.into(),
+                vals.iter()
+                    .map(|v| v.map(|v| match v {
+                        MetaValue::Int(i) => *i as f64,
+                        MetaValue::Float(f) => *f,
+                        MetaValue::Str(_) => f64::NAN,
+                    }))
+                    .collect::<Vec<Option<f64>>>(),
+            )
+        } else {
+            Column::new(
+                name.into(),
+                vals.iter()
+                    .map(|v| v.map(|v| match v {
+                        MetaValue::Int(i) => i.to_string(),
+                        MetaValue::Float(f) => f.to_string(),
+                        MetaValue::Str(s) => s.clone(),
+                    }))
+                    .collect::<Vec<Option<String>>>(),
+            )
+        };
+        cols.push(col);
+    }
+    DataFrame::new(n, cols).map_err(|e| Error::Manifest { path: "<memory>".into(), message: e.to_string() })
+}
+
+/// Writes a manifest atomically (temp file + rename).
+pub fn write(path: &Path, tmp_dir: &Path, records: &[Record]) -> Result<()> {
+    let mut df = to_frame(records)?;
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(&mut df).map_err(|e| merr(path, e))?;
+    super::cas::write_atomic(tmp_dir, path, &buf)
+}
+
+fn strs(c: &Column, path: &Path) -> Result<Vec<Option<String>>> {
+    Ok(c.str().map_err(|e| merr(path, e))?.iter().map(|o| o.map(str::to_string)).collect())
+}
+
+fn list_strs(c: &Column, path: &Path) -> Result<Vec<Vec<String>>> {
+    let l = c.list().map_err(|e| merr(path, e))?;
+    (0..l.len())
+        .map(|i| l.get_as_series(i))
+        .map(|o| match o {
+            None => Ok(Vec::new()),
+            Some(s) => Ok(s.str().map_err(|e| merr(path, e))?.iter().map(|x| x.unwrap_or_default().to_string()).collect()),
+        })
+        .collect()
+}
+
+/// Reads a manifest. A missing file is an empty manifest; an unreadable one is an error the caller
+/// turns into "no cached rows".
+pub fn read(path: &Path) -> Result<Vec<Record>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("open manifest", path, e)),
+    };
+    let df = ParquetReader::new(file).finish().map_err(|e| merr(path, e))?;
+    let col = |n: &str| df.column(n).map_err(|e| merr(path, e));
+    let ids = strs(col("item_id")?, path)?;
+    let keys = strs(col("key")?, path)?;
+    let status = strs(col("status")?, path)?;
+    let errors = strs(col("error")?, path)?;
+    let versions: Vec<Option<u32>> = col("version")?.u32().map_err(|e| merr(path, e))?.iter().collect();
+    let params = strs(col("params_hash")?, path)?;
+    let inputs = list_strs(col("inputs")?, path)?;
+    let roles = list_strs(col("output_roles")?, path)?;
+    let files = list_strs(col("output_files")?, path)?;
+    let sizes: Vec<Vec<u64>> = col("output_sizes")?
+        .list()
+        .map_err(|e| merr(path, e))
+        .map(|l| (0..l.len()).map(|i| l.get_as_series(i)).collect::<Vec<_>>())?
+        .into_iter()
+        .map(|o| o.map(|s| s.u64().map(|c| c.iter().map(|x| x.unwrap_or(0)).collect()).unwrap_or_default()).unwrap_or_default())
+        .collect();
+    let seconds: Vec<Option<f64>> = col("seconds")?.f64().map_err(|e| merr(path, e))?.iter().collect();
+    let meta_cols: Vec<&Column> = df.columns().iter().filter(|c| !CORE.contains(&c.name().as_str())).collect();
+
+    let mut out = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let mut meta = BTreeMap::new();
+        for c in &meta_cols {
+            let v = match c.dtype() {
+                DataType::Int64 => c.i64().ok().and_then(|a| a.get(i)).map(MetaValue::Int),
+                DataType::Float64 => c.f64().ok().and_then(|a| a.get(i)).map(MetaValue::Float),
+                DataType::String => c.str().ok().and_then(|a| a.get(i)).map(|s| MetaValue::Str(s.to_string())),
+                _ => None,
+            };
+            if let Some(v) = v {
+                meta.insert(c.name().to_string(), v);
+            }
+        }
+        let status = match status[i].as_deref() {
+            Some("ok") => Status::Ok,
+            Some("failed") => Status::Failed,
+            other => return Err(merr(path, format!("row {i}: bad status {other:?}"))),
+        };
+        if roles[i].len() != files[i].len() || files[i].len() != sizes[i].len() {
+            return Err(merr(path, format!("row {i}: output lists differ in length")));
+        }
+        out.push(Record {
+            item_id: ids[i].clone().ok_or_else(|| merr(path, format!("row {i}: null item_id")))?,
+            key: keys[i].clone().ok_or_else(|| merr(path, format!("row {i}: null key")))?,
+            status,
+            error: errors[i].clone(),
+            version: versions[i].unwrap_or(0),
+            params_hash: params[i].clone().unwrap_or_default(),
+            inputs: inputs[i].iter().map(|s| s.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_else(|| (s.clone(), String::new()))).collect(),
+            outputs: roles[i]
+                .iter()
+                .zip(&files[i])
+                .zip(&sizes[i])
+                .map(|((r, f), s)| OutputRef { role: r.clone(), file: f.clone(), size: *s })
+                .collect(),
+            seconds: seconds[i].unwrap_or(0.0),
+            meta,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, status: Status, meta: &[(&str, MetaValue)]) -> Record {
+        Record {
+            item_id: id.into(),
+            key: format!("k-{id}"),
+            status,
+            error: (status == Status::Failed).then(|| "boom".to_string()),
+            version: 3,
+            params_hash: "p".into(),
+            inputs: vec![("src:image".into(), "h1".into()), ("in0.0".into(), "k0".into())],
+            outputs: if status == Status::Ok { vec![OutputRef { role: "image".into(), file: "cas/ab/ab.npy".into(), size: 10 }] } else { vec![] },
+            seconds: 0.5,
+            meta: meta.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    #[test]
+    fn roundtrip_sorted_with_meta_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.parquet");
+        let rows = vec![
+            rec("b", Status::Ok, &[("width", MetaValue::Int(5)), ("view", MetaValue::Str("MLO".into()))]),
+            rec("a", Status::Failed, &[]),
+        ];
+        write(&p, dir.path(), &rows).unwrap();
+        let back = read(&p).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0], rows[1]);
+        assert_eq!(back[1], rows[0]);
+        assert_eq!(read(&dir.path().join("none.parquet")).unwrap(), vec![]);
+        write(&p, dir.path(), &[]).unwrap();
+        assert!(read(&p).unwrap().is_empty());
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(read(&p).is_err());
+    }
+}

@@ -1,0 +1,70 @@
+//! One manifest row: what was computed for an item, from what, and where the output is.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stages::MetaValue;
+
+/// Outcome of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Outputs written.
+    Ok,
+    /// The item failed; `error` says why. Deterministic failures are cached like results.
+    Failed,
+}
+
+impl Status {
+    /// `ok` / `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One output file of an item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRef {
+    /// Role (`image`, `mask:nipple`).
+    pub role: String,
+    /// Workspace-relative object path (`cas/ab/ab....npy`).
+    pub file: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A manifest row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Item id.
+    pub item_id: String,
+    /// Cache key.
+    pub key: String,
+    /// ok / failed.
+    pub status: Status,
+    /// Failure message.
+    pub error: Option<String>,
+    /// Stage code version the key was made with.
+    pub version: u32,
+    /// Hash of the canonical params.
+    pub params_hash: String,
+    /// `(role, key or content hash)` of every input: `src:*` roles are source files, `in*` upstream items.
+    pub inputs: Vec<(String, String)>,
+    /// Output objects.
+    pub outputs: Vec<OutputRef>,
+    /// Wall seconds spent computing (timing only: not part of the result).
+    pub seconds: f64,
+    /// Stage-specific metadata columns.
+    pub meta: BTreeMap<String, MetaValue>,
+}
+
+impl Record {
+    /// Total output bytes.
+    pub fn bytes(&self) -> u64 {
+        self.outputs.iter().map(|o| o.size).sum()
+    }
+}

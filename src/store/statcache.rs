@@ -1,0 +1,118 @@
+//! Source content hashes, remembered by `(size, mtime, inode)` so unchanged files are not re-read.
+//!
+//! Keys always use the content hash (BLAKE3); this cache only decides whether a file must be hashed again.
+//! Any change of size, modification time or inode re-hashes it. It lives in
+//! `<workspace>/state/sources.parquet`; a lost or unreadable cache only costs time.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::error::Result;
+use crate::hash::hash_bytes;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    hash: String,
+}
+
+/// The cache, loaded in memory.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    entries: HashMap<PathBuf, Entry>,
+    dirty: bool,
+    /// Files hashed (not served from the cache) since load.
+    pub hashed: usize,
+}
+
+/// The content hash of a missing file: it never equals a real hash, and it changes when the file appears.
+pub const MISSING: &str = "missing";
+
+impl StatCache {
+    /// Loads the cache (empty if absent or unreadable).
+    pub fn load(path: &Path) -> Self {
+        let Ok(file) = std::fs::File::open(path) else { return Self::default() };
+        let Ok(df) = ParquetReader::new(file).finish() else { return Self::default() };
+        let get = || -> Option<HashMap<PathBuf, Entry>> {
+            let p = df.column("path").ok()?.str().ok()?;
+            let s = df.column("size").ok()?.u64().ok()?;
+            let m = df.column("mtime_ns").ok()?.i64().ok()?;
+            let i = df.column("inode").ok()?.u64().ok()?;
+            let h = df.column("hash").ok()?.str().ok()?;
+            let mut out = HashMap::with_capacity(df.height());
+            for r in 0..df.height() {
+                out.insert(PathBuf::from(p.get(r)?), Entry { size: s.get(r)?, mtime_ns: m.get(r)?, inode: i.get(r)?, hash: h.get(r)?.to_string() });
+            }
+            Some(out)
+        };
+        StatCache { entries: get().unwrap_or_default(), dirty: false, hashed: 0 }
+    }
+
+    /// Content hash of a file ([`MISSING`] when it does not exist or cannot be read).
+    pub fn hash(&mut self, path: &Path) -> String {
+        let Ok(md) = std::fs::metadata(path) else { return MISSING.to_string() };
+        let (size, mtime_ns, inode) = (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino());
+        if let Some(e) = self.entries.get(path) {
+            if e.size == size && e.mtime_ns == mtime_ns && e.inode == inode {
+                return e.hash.clone();
+            }
+        }
+        let Ok(bytes) = std::fs::read(path) else { return MISSING.to_string() };
+        let hash = hash_bytes(&bytes);
+        self.hashed += 1;
+        self.entries.insert(path.to_path_buf(), Entry { size, mtime_ns, inode, hash: hash.clone() });
+        self.dirty = true;
+        hash
+    }
+
+    /// Saves the cache if anything changed.
+    pub fn save(&self, path: &Path, tmp_dir: &Path) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut rows: Vec<(&PathBuf, &Entry)> = self.entries.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let mut df = DataFrame::new(rows.len(), vec![
+            Column::new("path".into(), rows.iter().map(|(p, _)| p.to_string_lossy().into_owned()).collect::<Vec<_>>()),
+            Column::new("size".into(), rows.iter().map(|(_, e)| e.size).collect::<Vec<_>>()),
+            Column::new("mtime_ns".into(), rows.iter().map(|(_, e)| e.mtime_ns).collect::<Vec<_>>()),
+            Column::new("inode".into(), rows.iter().map(|(_, e)| e.inode).collect::<Vec<_>>()),
+            Column::new("hash".into(), rows.iter().map(|(_, e)| e.hash.as_str()).collect::<Vec<_>>()),
+        ])
+        .map_err(|e| crate::error::Error::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
+        let mut buf = Vec::new();
+        ParquetWriter::new(&mut buf)
+            .finish(&mut df)
+            .map_err(|e| crate::error::Error::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
+        super::cas::write_atomic(tmp_dir, path, &buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rehashes_only_changed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.png");
+        std::fs::write(&f, b"one").unwrap();
+        let mut c = StatCache::default();
+        let h1 = c.hash(&f);
+        assert_eq!(h1, hash_bytes(b"one"));
+        let cache = dir.path().join("s.parquet");
+        c.save(&cache, dir.path()).unwrap();
+        let mut c = StatCache::load(&cache);
+        assert_eq!(c.hash(&f), h1);
+        assert_eq!(c.hashed, 0, "served from the cache");
+        std::fs::write(&f, b"two!").unwrap();
+        assert_eq!(c.hash(&f), hash_bytes(b"two!"));
+        assert_eq!(c.hashed, 1);
+        assert_eq!(c.hash(&dir.path().join("nope")), MISSING);
+    }
+}
