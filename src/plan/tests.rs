@@ -111,8 +111,11 @@ fn added_removed_and_missing_outputs() {
     let first = plan(&p, &sel, &vec![HashMap::new(); 2], false, &mut env()).unwrap();
     let known = records(&first, 2);
     let more = pipeline(PIPE, &["gen.count=4"]);
-    // count is a param: every item's key changes, so growing a generator is a params change
-    assert_eq!(plan(&more, &sel, &known, false, &mut env()).unwrap().stale(), 8);
+    let grown = plan(&more, &sel, &known, false, &mut env()).unwrap();
+    assert_eq!(reasons(&grown, 0), vec![None, None, None, Some(Reason::NewItem)]);
+    assert_eq!(grown.stale(), 2, "the new phantom and its crop");
+    let fewer = plan(&pipeline(PIPE, &["gen.count=2"]), &sel, &known, false, &mut env()).unwrap();
+    assert_eq!((fewer.stale(), fewer.stage(1).unwrap().items.len()), (0, 2), "removed items drop out of downstream stages");
     let mut e = env();
     let victim = first.stages[1].items[1].key.clone();
     e.missing_outputs.insert(format!("cas/{victim}"));

@@ -1,0 +1,151 @@
+//! Incrementality, determinism and the CLI contract on the generated phantom data.
+
+mod util;
+
+use util::*;
+
+#[test]
+fn unchanged_rerun_computes_nothing_and_status_is_all_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 4);
+    let first = run_json(&p, &[]);
+    assert_eq!((first["computed"].as_u64(), first["cached"].as_u64(), first["failed"].as_u64()), (Some(12), Some(0), Some(0)));
+    for s in ["phantom", "ingest", "crop"] {
+        let st = stage(&first, s);
+        assert_eq!((st["items"].as_u64(), st["computed"].as_u64()), (Some(4), Some(4)), "{st}");
+        assert!(st["seconds"].as_f64().is_some());
+    }
+    let again = run_json(&p, &[]);
+    assert_eq!((again["computed"].as_u64(), again["cached"].as_u64()), (Some(0), Some(12)));
+    let st = status_json(&p, &[]);
+    assert_eq!((st["fresh"].as_u64(), st["stale"].as_u64(), st["failed"].as_u64()), (Some(12), Some(0), Some(0)));
+    assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({}));
+}
+
+#[test]
+fn param_change_recomputes_that_stage_and_downstream_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 3);
+    run_json(&p, &[]);
+    let st = status_json(&p, &["--set", "crop.size=32"]);
+    assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"params changed": 3}));
+    assert_eq!(stage(&st, "ingest")["stale"], 0);
+    let r = run_json(&p, &["--set", "crop.size=32"]);
+    assert_eq!([stage(&r, "phantom")["computed"].as_u64(), stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64()], [Some(0), Some(0), Some(3)]);
+    let r = run_json(&p, &["--set", "ingest.regions=[\"nipple\"]", "--set", "crop.size=32"]);
+    assert_eq!([stage(&r, "phantom")["computed"].as_u64(), stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64()], [Some(0), Some(3), Some(3)]);
+    // the pipeline file is never rewritten
+    assert!(std::fs::read_to_string(&p).unwrap().contains("size = 64"));
+}
+
+#[test]
+fn adding_an_item_computes_only_it_and_removing_drops_descendants() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 3);
+    run_json(&p, &[]);
+    let r = run_json(&p, &["--set", "phantom.count=4"]);
+    assert_eq!((r["computed"].as_u64(), r["cached"].as_u64()), (Some(3), Some(9)), "{r}");
+    let ws = dir.path().join("ws");
+    assert_eq!(manifest_rows(&ws, "crop").len(), 4);
+    let r = run_json(&p, &["--set", "phantom.count=2"]);
+    assert_eq!(r["computed"], 0);
+    for s in ["phantom", "ingest", "crop"] {
+        let ids: Vec<String> = manifest_rows(&ws, s).into_iter().map(|r| r.item_id).collect();
+        assert_eq!(ids, vec!["phantom_0000", "phantom_0001"], "{s}");
+    }
+}
+
+#[test]
+fn one_or_many_workers_write_identical_manifests_and_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 6);
+    let (a, b) = (dir.path().join("w1"), dir.path().join("w4"));
+    run_json(&p, &["--workers", "1", "--workspace", a.to_str().unwrap()]);
+    run_json(&p, &["--workers", "4", "--workspace", b.to_str().unwrap()]);
+    for s in ["phantom", "ingest", "crop"] {
+        assert_eq!(comparable(&a, s), comparable(&b, s), "stage {s}");
+    }
+    assert_eq!(cas_files(&a), cas_files(&b));
+    assert!(!cas_files(&a).is_empty());
+}
+
+#[test]
+fn until_runs_only_a_stage_and_its_ancestors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 2);
+    let r = run_json(&p, &["--until", "ingest"]);
+    assert_eq!(r["stages"].as_array().unwrap().len(), 2);
+    assert!(!dir.path().join("ws/manifests/crop.parquet").exists());
+    let st = status_json(&p, &[]);
+    assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"new item": 2}));
+    let o = run(&["run", p.to_str().unwrap(), "--until", "crpo"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did you mean `crop`"));
+}
+
+#[test]
+fn corrupt_or_truncated_objects_are_misses_not_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 3);
+    run_json(&p, &[]);
+    let ws = dir.path().join("ws");
+    // truncated crop output: the cheap size check sees it
+    let crop0 = &manifest_rows(&ws, "crop")[0].outputs[0].file;
+    std::fs::write(ws.join(crop0), b"short").unwrap();
+    let st = status_json(&p, &[]);
+    assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"output missing": 1}));
+    let r = run_json(&p, &[]);
+    assert_eq!(r["computed"], 1);
+    // same-size corruption of an ingest image that a stale crop is about to read: found by hashing
+    let ing = manifest_rows(&ws, "ingest");
+    let obj = ws.join(&ing[1].outputs[0].file);
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&obj, &bytes).unwrap();
+    let r = run_json(&p, &["--set", "crop.size=48"]);
+    assert_eq!(stage(&r, "ingest")["computed"], 1, "{r}");
+    assert_eq!(stage(&r, "crop")["computed"], 3);
+    // missing object
+    std::fs::remove_file(ws.join(&manifest_rows(&ws, "phantom")[2].outputs[0].file)).unwrap();
+    let r = run_json(&p, &["--set", "crop.size=48"]);
+    assert_eq!(stage(&r, "phantom")["computed"], 1, "{r}");
+}
+
+#[test]
+fn gc_deletes_only_unreferenced_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 2);
+    run_json(&p, &[]);
+    run_json(&p, &["--set", "crop.size=40"]);
+    let out = run_ok(&["gc", p.to_str().unwrap(), "--set", "crop.size=40", "--json"]);
+    let g = last_json(&out);
+    assert!(g["files"].as_u64().unwrap() >= 2 && g["bytes"].as_u64().unwrap() > 0, "{g}");
+    assert!(out.contains("freed"));
+    let r = run_json(&p, &["--set", "crop.size=40"]);
+    assert_eq!(r["computed"], 0, "gc kept everything the manifests use");
+}
+
+#[test]
+fn dag_prints_text_and_dot() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 2);
+    let text = run_ok(&["dag", p.to_str().unwrap()]);
+    assert!(text.contains("crop") && text.contains("<- ingest"), "{text}");
+    let dot = run_ok(&["dag", p.to_str().unwrap(), "--dot"]);
+    assert!(dot.starts_with("digraph") && dot.contains("\"phantom\" -> \"ingest\""), "{dot}");
+}
+
+#[test]
+fn help_covers_every_command() {
+    let out = run_ok(&["--help"]);
+    for c in ["run", "status", "dag", "gc", "bench"] {
+        assert!(out.contains(c), "{out}");
+        let sub = run_ok(&[c, "--help"]);
+        assert!(sub.contains("Usage"), "{sub}");
+    }
+    let run_help = run_ok(&["run", "--help"]);
+    for flag in ["--workspace", "--until", "--set", "--workers", "--json", "--processes", "--process-index", "--hostfile"] {
+        assert!(run_help.contains(flag), "{flag} missing from run --help");
+    }
+}

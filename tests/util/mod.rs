@@ -1,0 +1,160 @@
+//! Helpers for the end-to-end tests: run the real binary in a temp folder, read its JSON and manifests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use mammoflow::store::{manifest, Record, Status};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mammoflow"))
+}
+
+/// A command for the binary with a clean environment for the variables it reads.
+pub fn cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args).env_remove("MAMMOFLOW_DATA");
+    c
+}
+
+/// Runs `mammoflow args...`.
+pub fn run(args: &[&str]) -> Output {
+    cmd(args).output().expect("start mammoflow")
+}
+
+/// Runs and asserts the exit code, returning stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(o.status.success(), "mammoflow {args:?} failed ({:?}):\n{}\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// The last line of stdout, parsed as JSON.
+pub fn last_json(stdout: &str) -> serde_json::Value {
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("no output"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {line}"))
+}
+
+/// `run --json --quiet` plus args; returns the summary.
+pub fn run_json(pipeline: &Path, extra: &[&str]) -> serde_json::Value {
+    let p = pipeline.to_str().unwrap();
+    let mut args = vec!["run", p, "--json", "--quiet"];
+    args.extend_from_slice(extra);
+    last_json(&run_ok(&args))
+}
+
+/// `status --json` plus args.
+pub fn status_json(pipeline: &Path, extra: &[&str]) -> serde_json::Value {
+    let p = pipeline.to_str().unwrap();
+    let mut args = vec!["status", p, "--json"];
+    args.extend_from_slice(extra);
+    last_json(&run_ok(&args))
+}
+
+/// The summary entry of a stage.
+pub fn stage<'a>(summary: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    summary["stages"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap_or_else(|| panic!("no stage {id} in {summary}"))
+}
+
+/// Writes a pipeline file into `dir`.
+pub fn write_pipeline(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Reads a stage manifest of a workspace.
+pub fn manifest_rows(ws: &Path, stage: &str) -> Vec<Record> {
+    manifest::read(&ws.join("manifests").join(format!("{stage}.parquet"))).unwrap()
+}
+
+/// Manifest rows without the timing column, for comparing runs.
+pub fn comparable(ws: &Path, stage: &str) -> Vec<Record> {
+    manifest_rows(ws, stage)
+        .into_iter()
+        .map(|mut r| {
+            r.seconds = 0.0;
+            r
+        })
+        .collect()
+}
+
+/// The real data sets: `MAMMOFLOW_DATA` or `../shared/datasets` beside the repository. Fails loudly when
+/// missing: these tests are part of what must pass.
+pub fn data_root() -> PathBuf {
+    let root = std::env::var_os("MAMMOFLOW_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"));
+    assert!(
+        root.join("ddsm-tissue/images").is_dir(),
+        "real data not found at {} (set MAMMOFLOW_DATA to the folder holding ddsm-tissue/): these tests need it",
+        root.display()
+    );
+    root
+}
+
+/// Copies `n` ddsm-tissue images (and their masks) into `dest/ddsm-tissue` (all 60 when `n` is None).
+pub fn copy_ddsm(dest: &Path, n: Option<usize>) -> PathBuf {
+    let src = data_root().join("ddsm-tissue");
+    let out = dest.join("ddsm-tissue");
+    std::fs::create_dir_all(out.join("images")).unwrap();
+    std::fs::create_dir_all(out.join("masks")).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(src.join("images")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for name in names.iter().take(n.unwrap_or(usize::MAX)) {
+        std::fs::copy(src.join("images").join(name), out.join("images").join(name)).unwrap();
+        let stem = name.trim_end_matches(".png");
+        for r in ["background", "adipose", "fibroglandular", "pectoral"] {
+            let m = format!("{stem}_{r}.png");
+            std::fs::copy(src.join("masks").join(&m), out.join("masks").join(&m)).unwrap();
+        }
+    }
+    out
+}
+
+/// A small phantom pipeline (phantom -> ingest -> crop) with its workspace in `dir/ws`.
+pub fn phantom_pipeline(dir: &Path, count: usize) -> PathBuf {
+    write_pipeline(
+        dir,
+        "p.toml",
+        &format!(
+            r#"[pipeline]
+name = "t"
+workspace = "ws"
+seed = 5
+
+[[stage]]
+id = "phantom"
+kind = "phantom"
+params = {{ count = {count}, width = 128, height = 160 }}
+
+[[stage]]
+id = "ingest"
+kind = "ingest-png"
+inputs = ["phantom"]
+params = {{ regions = ["mammary_gland", "nipple", "mass"] }}
+
+[[stage]]
+id = "crop"
+kind = "center-crop"
+inputs = ["ingest"]
+params = {{ size = 64 }}
+"#
+        ),
+    )
+}
+
+/// Every object file under a workspace's `cas/`, as (relative path, bytes).
+pub fn cas_files(ws: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(shards) = std::fs::read_dir(ws.join("cas")) else { return out };
+    for s in shards {
+        for f in std::fs::read_dir(s.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            out.push((p.strip_prefix(ws).unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
