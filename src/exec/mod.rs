@@ -8,6 +8,7 @@
 //! Outputs are content-addressed and manifests sorted by item id: 1 worker or N, 1 process or P, the
 //! bytes written are the same.
 
+mod compute_op;
 mod driver;
 pub mod progress;
 pub mod task;
@@ -16,10 +17,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
+pub use compute_op::ComputeItems;
 pub use driver::{Driver, StageSummary};
 pub use progress::ProgressMode;
 pub use task::{Done, Task};
@@ -72,11 +73,6 @@ impl Cluster {
     }
 }
 
-/// FNV-1a of the item id: the same routing on every process.
-fn route(item: &str) -> u64 {
-    item.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 /// Runs `epochs` stage epochs. On the driving process pass the [`Driver`]; it is returned when done.
 pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs: usize, driver: Option<Driver>) -> Result<Option<Driver>> {
     let slot = Arc::new(Mutex::new(driver));
@@ -91,8 +87,7 @@ pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs
                 scope
                     .input_from(&mut input)
                     .container::<Vec<Task>>()
-                    .exchange(|t: &Task| route(&t.item))
-                    .map(move |t| task::compute(&p, &w, t))
+                    .compute_items(p, w)
                     .exchange(|_: &Done| 0)
                     .inspect(move |d: &Done| sink.borrow_mut().push(d.clone()))
                     .probe_with(&probe);

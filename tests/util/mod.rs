@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests: run the real binary in a temp folder, read its JSON and manifests.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

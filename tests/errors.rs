@@ -1,0 +1,109 @@
+//! Bad input: clear messages naming the file and the problem, recorded in the manifest, other items
+//! intact; bad pipeline files and locked workspaces refused before any work.
+
+mod util;
+
+use util::*;
+
+fn ddsm_pipeline(dir: &std::path::Path) -> std::path::PathBuf {
+    write_pipeline(
+        dir,
+        "d.toml",
+        r#"[pipeline]
+name = "d"
+workspace = "ws"
+
+[[stage]]
+id = "ingest"
+kind = "ingest-png"
+[stage.params]
+root = "ddsm-tissue"
+regions = ["background", "adipose", "fibroglandular", "pectoral"]
+
+[[stage]]
+id = "crop"
+kind = "center-crop"
+inputs = ["ingest"]
+"#,
+    )
+}
+
+#[test]
+fn bad_items_fail_alone_with_clear_messages_and_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = copy_ddsm(dir.path(), Some(6));
+    let p = ddsm_pipeline(dir.path());
+    let mut names: Vec<String> = std::fs::read_dir(data.join("images")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    let stem = |i: usize| names[i].trim_end_matches(".png").to_string();
+    // 0: truncated image; 1: zero-byte image; 2: mask of the wrong size; 3: missing mask; 4: text renamed .png
+    let img0 = data.join("images").join(&names[0]);
+    let b = std::fs::read(&img0).unwrap();
+    std::fs::write(&img0, &b[..b.len() / 3]).unwrap();
+    std::fs::write(data.join("images").join(&names[1]), b"").unwrap();
+    let small = mammoflow::stages::png::encode_u8(&mammoflow::tensor::Tensor2 { height: 10, width: 10, data: vec![0; 100] });
+    std::fs::write(data.join("masks").join(format!("{}_adipose.png", stem(2))), small).unwrap();
+    std::fs::remove_file(data.join("masks").join(format!("{}_pectoral.png", stem(3)))).unwrap();
+    std::fs::write(data.join("images").join(&names[4]), b"hello, I am not a PNG").unwrap();
+
+    let o = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "exit code 1: completed with failed items");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let s = last_json(&stdout);
+    assert_eq!((stage(&s, "ingest")["failed"].as_u64(), stage(&s, "ingest")["computed"].as_u64()), (Some(5), Some(6)), "{s}");
+    assert_eq!(stage(&s, "crop")["failed"], 5, "descendants of failed items fail too");
+    assert_eq!(s["failed"], 10);
+    let plain = run(&["run", p.to_str().unwrap(), "--quiet"]);
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("10 item(s) failed"));
+
+    let rows = manifest_rows(&dir.path().join("ws"), "ingest");
+    let err = |i: usize| rows.iter().find(|r| r.item_id == stem(i)).unwrap().error.clone().unwrap_or_default();
+    assert!(err(0).contains(&names[0]) && err(0).contains("PNG"), "{}", err(0));
+    assert!(err(1).contains(&names[1]), "{}", err(1));
+    assert!(err(2).contains("_adipose.png") && err(2).contains("10 x 10") && err(2).contains("480 x 960"), "{}", err(2));
+    assert!(err(3).contains("_pectoral.png") && err(3).contains("not found"), "{}", err(3));
+    assert!(err(4).contains("not a readable PNG"), "{}", err(4));
+    let ok = rows.iter().find(|r| r.item_id == stem(5)).unwrap();
+    assert_eq!((ok.status, ok.error.as_deref()), (Status::Ok, None));
+    let crop_rows = manifest_rows(&dir.path().join("ws"), "crop");
+    let c0 = crop_rows.iter().find(|r| r.item_id == stem(0)).unwrap();
+    assert!(c0.error.as_deref().unwrap().starts_with("upstream item ingest/"), "{c0:?}");
+
+    // failures are cached (same bytes fail the same way); fixing one file recomputes just that item
+    let again = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
+    assert_eq!(last_json(&String::from_utf8_lossy(&again.stdout))["computed"], 0);
+    std::fs::copy(data_root().join("ddsm-tissue/images").join(&names[0]), &img0).unwrap();
+    let fixed = last_json(&String::from_utf8_lossy(&run(&["run", p.to_str().unwrap(), "--json", "--quiet"]).stdout));
+    assert_eq!((fixed["computed"].as_u64(), fixed["failed"].as_u64()), (Some(2), Some(8)), "{fixed}");
+    let st = status_json(&p, &[]);
+    assert_eq!(st["failed"], 8);
+}
+
+#[test]
+fn pipeline_errors_name_file_line_column_with_hints() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_pipeline(dir.path(), "bad.toml", "[pipeline]\nname = \"b\"\n\n[[stage]]\nid = \"g\"\nkind = \"phantom\"\nparams = { cuont = 3 }\n");
+    let o = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("bad.toml:7:12") && e.contains("did you mean `count`"), "{e}");
+    assert!(!dir.path().join(".mammoflow").exists(), "nothing ran");
+    let o = run(&["status", dir.path().join("missing.toml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.toml"));
+    let o = run(&["run", p.to_str().unwrap(), "--set", "nonsense"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--set nonsense"));
+}
+
+#[test]
+fn a_second_concurrent_run_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 1);
+    let _held = mammoflow::store::WorkspaceLock::acquire(&dir.path().join("ws"), "test holder").unwrap();
+    let o = run(&["run", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("locked by another run") && e.contains(&format!("pid {}", std::process::id())) && e.contains("test holder"), "{e}");
+    // status only reads: it works while a run holds the lock
+    status_json(&p, &[]);
+}
