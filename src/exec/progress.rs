@@ -44,6 +44,9 @@ impl StageProgress {
             b
         });
         let plain = mode == ProgressMode::Plain || (mode == ProgressMode::Auto && !tty);
+        if plain && total > 0 {
+            eprintln!("{name}: computing {total} items");
+        }
         let now = Instant::now();
         StageProgress { bar, plain, name: name.to_string(), total, done: 0, failed: 0, started: now, last_log: now }
     }
