@@ -126,32 +126,34 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
 /// Hashes, in full, every cached output a stale item is about to read; a corrupt one turns its item stale.
 /// Repeats until nothing changes, since a newly stale item makes its own inputs worth checking.
 fn verify_stale_inputs(plan: &mut Plan, ws: &Workspace) {
-    let mut checked: HashMap<String, bool> = HashMap::new();
-    loop {
-        let mut corrupt: Vec<(usize, String)> = Vec::new();
-        for sp in &plan.stages {
-            for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_))) {
-                for (s, item) in &it.upstream {
-                    let Some(up) = plan.stage(*s).and_then(|p| p.items.iter().find(|x| &x.id == item)) else { continue };
-                    if let ItemState::Fresh(r) = &up.state {
-                        let bad = r.outputs.iter().any(|o| !*checked.entry(o.file.clone()).or_insert_with(|| Cas::verify(&ws.root, &o.file)));
-                        if bad {
-                            corrupt.push((*s, item.clone()));
-                        }
-                    }
+    // (stage, item id) -> (position in plan.stages, position in its items)
+    let index: HashMap<(usize, &str), (usize, usize)> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .flat_map(|(k, sp)| sp.items.iter().enumerate().map(move |(j, it)| ((sp.stage, it.id.as_str()), (k, j))))
+        .collect();
+    let mut checked: HashMap<&str, bool> = HashMap::new();
+    let mut corrupt: Vec<(usize, usize)> = Vec::new();
+    let mut queue: Vec<(usize, usize)> =
+        plan.stages.iter().enumerate().flat_map(|(k, sp)| sp.items.iter().enumerate().filter(|(_, i)| matches!(i.state, ItemState::Stale(_))).map(move |(j, _)| (k, j))).collect();
+    let mut seen: std::collections::HashSet<(usize, usize)> = queue.iter().copied().collect();
+    // a newly stale item makes its own inputs worth checking: walk until nothing new turns stale
+    while let Some((k, j)) = queue.pop() {
+        for (s, item) in &plan.stages[k].items[j].upstream {
+            let Some(&(uk, uj)) = index.get(&(*s, item.as_str())) else { continue };
+            if let ItemState::Fresh(r) = &plan.stages[uk].items[uj].state {
+                let bad = r.outputs.iter().any(|o| !*checked.entry(o.file.as_str()).or_insert_with(|| Cas::verify(&ws.root, &o.file)));
+                if bad && seen.insert((uk, uj)) {
+                    corrupt.push((uk, uj));
+                    queue.push((uk, uj));
                 }
             }
         }
-        if corrupt.is_empty() {
-            return;
-        }
-        for (s, item) in corrupt {
-            if let Some(sp) = plan.stages.iter_mut().find(|p| p.stage == s) {
-                if let Some(it) = sp.items.iter_mut().find(|x| x.id == item) {
-                    it.state = ItemState::Stale(Reason::OutputMissing);
-                }
-            }
-        }
+    }
+    drop(index);
+    for (k, j) in corrupt {
+        plan.stages[k].items[j].state = ItemState::Stale(Reason::OutputMissing);
     }
 }
 
