@@ -149,3 +149,20 @@ fn help_covers_every_command() {
         assert!(run_help.contains(flag), "{flag} missing from run --help");
     }
 }
+
+#[test]
+fn unreadable_manifest_or_torn_journal_means_recompute_not_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 3);
+    run_json(&p, &[]);
+    let ws = dir.path().join("ws");
+    std::fs::write(ws.join("manifests/crop.parquet"), b"not parquet").unwrap();
+    std::fs::write(ws.join("journal/ingest.jsonl"), b"{\"item_id\":\"phantom_0000\",\"ke").unwrap();
+    let o = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("crop.parquet"), "a warning names the file");
+    let s = last_json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!((stage(&s, "ingest")["computed"].as_u64(), stage(&s, "crop")["computed"].as_u64()), (Some(0), Some(3)), "{s}");
+    assert_eq!(manifest_rows(&ws, "crop").len(), 3);
+    assert!(!ws.join("journal/ingest.jsonl").exists());
+}
