@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod dicom;
 pub mod error;
 pub mod exec;
 pub mod gc;

@@ -42,7 +42,11 @@ pub struct Tensor2<T> {
 }
 
 fn header(dtype: DType, h: usize, w: usize) -> Vec<u8> {
-    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': ({h}, {w}), }}", dtype.descr());
+    header_shape(dtype, &format!("({h}, {w})"))
+}
+
+fn header_shape(dtype: DType, shape: &str) -> Vec<u8> {
+    let dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", dtype.descr());
     // magic(6) + version(2) + len(2) + dict + padding + '\n' must be a multiple of 64
     let unpadded = 10 + dict.len() + 1;
     let pad = (64 - unpadded % 64) % 64;
@@ -69,6 +73,14 @@ pub fn encode_u16(t: &Tensor2<u16>) -> Vec<u8> {
 pub fn encode_u8(t: &Tensor2<u8>) -> Vec<u8> {
     let mut out = header(DType::U8, t.height, t.width);
     out.extend_from_slice(&t.data);
+    out
+}
+
+/// Encodes an interleaved 8-bit colour image (height x width x channels) as `.npy`.
+pub fn encode_u8_hwc(height: usize, width: usize, channels: usize, data: &[u8]) -> Vec<u8> {
+    debug_assert_eq!(data.len(), height * width * channels);
+    let mut out = header_shape(DType::U8, &format!("({height}, {width}, {channels})"));
+    out.extend_from_slice(data);
     out
 }
 

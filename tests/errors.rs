@@ -58,11 +58,11 @@ fn bad_items_fail_alone_with_clear_messages_and_are_recorded() {
 
     let rows = manifest_rows(&dir.path().join("ws"), "ingest");
     let err = |i: usize| rows.iter().find(|r| r.item_id == stem(i)).unwrap().error.clone().unwrap_or_default();
-    assert!(err(0).contains(&names[0]) && err(0).contains("PNG"), "{}", err(0));
+    assert!(err(0).contains(&names[0]) && err(0).contains("truncated or corrupt"), "{}", err(0));
     assert!(err(1).contains(&names[1]), "{}", err(1));
     assert!(err(2).contains("_adipose.png") && err(2).contains("10 x 10") && err(2).contains("480 x 960"), "{}", err(2));
     assert!(err(3).contains("_pectoral.png") && err(3).contains("not found"), "{}", err(3));
-    assert!(err(4).contains("not a readable PNG"), "{}", err(4));
+    assert!(err(4).contains("not a readable PNG or PGM"), "{}", err(4));
     let ok = rows.iter().find(|r| r.item_id == stem(5)).unwrap();
     assert_eq!((ok.status, ok.error.as_deref()), (Status::Ok, None));
     let crop_rows = manifest_rows(&dir.path().join("ws"), "crop");

@@ -109,12 +109,12 @@ pub struct GcArgs {
 /// `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark name: rerun.
+    /// Benchmark name: rerun, dicom.
     pub name: String,
     /// Print a JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
-    /// Number of items (rerun: default 1000).
+    /// Number of items (rerun: default 1000; dicom: files in the memory run, default 200).
     #[arg(long)]
     pub items: Option<usize>,
     /// Skip the peer even when its Python is available.

@@ -89,7 +89,11 @@ pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs
                     .container::<Vec<Task>>()
                     .compute_items(p, w)
                     .exchange(|_: &Done| 0)
-                    .inspect(move |d: &Done| sink.borrow_mut().push(d.clone()))
+                    .inspect_core(move |event: Result<(&timely::progress::Stamp<u64>, &Vec<Done>), &[u64]>| {
+                        if let Ok((_, batch)) = event {
+                            sink.borrow_mut().extend(batch.iter().cloned());
+                        }
+                    })
                     .probe_with(&probe);
             });
         }

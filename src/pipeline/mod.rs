@@ -215,7 +215,7 @@ impl Pipeline {
         let mut stages_out = Vec::with_capacity(order.len());
         for &i in &order {
             let s = &raw.stages[i];
-            let ctx = BuildCtx { stage_id: s.id.get_ref(), pipeline_file: path, base_dir: &base_dir, seed: raw.pipeline.seed };
+            let ctx = BuildCtx { stage_id: s.id.get_ref(), pipeline_file: path, base_dir: &base_dir, seed: raw.pipeline.seed, workspace: &workspace };
             let built = stages::build(s.kind.get_ref(), &tables[i], &ctx).map_err(|e| {
                 let overridden = opts.overrides.iter().find(|o| o.stage == *s.id.get_ref() && e.key.as_deref().is_some_and(|k| o.key_path.first().map(String::as_str) == Some(k)));
                 if let Some(o) = overridden {

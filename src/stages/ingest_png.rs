@@ -1,4 +1,4 @@
-//! `ingest-png`: grayscale PNG mammograms plus one binary mask per anatomical region.
+//! `ingest-png`: grayscale PNG (or PGM) mammograms plus one binary mask per anatomical region.
 //!
 //! Items come either from a folder (`root`, with `images` and a mask naming pattern such as
 //! `masks/{stem}_{region}.png`) or from an upstream stage whose items carry an `image` PNG and
@@ -22,8 +22,11 @@ use crate::tensor::{self, Tensor2};
 pub struct Params {
     /// Data set folder; required unless the stage has an upstream stage. `${MAMMOFLOW_DATA}` expands.
     pub root: Option<String>,
-    /// Folder of the images, relative to `root`; every `*.png` in it is one item (id = file stem).
+    /// Folder of the images, relative to `root`; every file in it with one of `extensions` is one item
+    /// (id = file stem).
     pub images: String,
+    /// Image file extensions (case-insensitive): `png`, and `pgm` for raw mini-MIAS files.
+    pub extensions: Vec<String>,
     /// Mask path pattern relative to `root`, with `{stem}` and `{region}`.
     pub masks: String,
     /// Region names: one mask per region and image. Empty = images only.
@@ -34,7 +37,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { root: None, images: "images".into(), masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: 400_000_000 }
+        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: 400_000_000 }
     }
 }
 
@@ -57,17 +60,20 @@ impl IngestPng {
     fn folder_items(&self, root: &std::path::Path) -> Result<Vec<ItemSpec>> {
         let dir = root.join(&self.params.images);
         let rd = std::fs::read_dir(&dir).map_err(|e| crate::error::Error::io("list images in", &dir, e))?;
-        let mut stems: Vec<String> = rd
+        let mut files: Vec<(String, PathBuf)> = rd
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
-            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter(|p| p.extension().is_some_and(|x| self.params.extensions.iter().any(|e| x.eq_ignore_ascii_case(e))))
+            .filter_map(|p| Some((p.file_stem()?.to_string_lossy().into_owned(), p)))
             .collect();
-        stems.sort();
-        Ok(stems
+        files.sort();
+        if let Some(w) = files.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(item_err!("{} and {} would both be item `{}`", w[0].1.display(), w[1].1.display(), w[0].0));
+        }
+        Ok(files
             .into_iter()
-            .map(|stem| {
-                let mut inputs = vec![InputSpec::Source { role: "image".into(), path: dir.join(format!("{stem}.png")) }];
+            .map(|(stem, path)| {
+                let mut inputs = vec![InputSpec::Source { role: "image".into(), path }];
                 for r in &self.params.regions {
                     let rel = self.params.masks.replace("{stem}", &stem).replace("{region}", r);
                     inputs.push(InputSpec::Source { role: format!("mask:{r}"), path: root.join(rel) });
@@ -83,7 +89,7 @@ impl Stage for IngestPng {
         "ingest-png"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn arity(&self) -> Arity {
         Arity::ZeroOrOne
@@ -112,24 +118,7 @@ impl Stage for IngestPng {
         };
         let (min, max) = img.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let mut out = ItemOutput::default();
-        for region in &self.params.regions {
-            let path = inputs.file(&format!("mask:{region}"))?;
-            let mwhat = path.display().to_string();
-            let mbytes = png::read_file(path)?;
-            let mask = match png::decode_gray(&mbytes, &mwhat, self.params.max_pixels)? {
-                Gray::U8(t) => t,
-                Gray::U16(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| if v > 0 { 255 } else { 0 }).collect() },
-            };
-            if (mask.width, mask.height) != (img.width, img.height) {
-                return Err(item_err!(
-                    "{mwhat}: mask is {} x {} but the image {what} is {} x {}",
-                    mask.width, mask.height, img.width, img.height
-                ));
-            }
-            let covered = mask.data.iter().filter(|&&v| v > 0).count();
-            out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));
-            out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: png::encode_u8(&mask) });
-        }
+        super::masks::ingest_masks(inputs, &self.params.regions, (img.width, img.height), &what, self.params.max_pixels, &mut out)?;
         out.meta.insert("width".into(), MetaValue::Int(img.width as i64));
         out.meta.insert("height".into(), MetaValue::Int(img.height as i64));
         out.meta.insert("source_bits".into(), MetaValue::Int(bits));

@@ -9,7 +9,10 @@
 //!   `status` answered) without computing anything.
 
 mod center_crop;
+mod ingest_cityscapes;
+mod ingest_dicom;
 mod ingest_png;
+mod masks;
 mod phantom;
 pub mod png;
 
@@ -22,11 +25,13 @@ use serde::de::DeserializeOwned;
 use crate::error::Result;
 
 pub use center_crop::CenterCrop;
+pub use ingest_cityscapes::IngestCityscapes;
+pub use ingest_dicom::IngestDicom;
 pub use ingest_png::IngestPng;
 pub use phantom::PhantomStage;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "center-crop"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "center-crop"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -38,6 +43,8 @@ pub struct BuildCtx<'a> {
     pub base_dir: &'a Path,
     /// The pipeline's seed.
     pub seed: u64,
+    /// The workspace (for per-workspace state such as the pseudonym key).
+    pub workspace: &'a Path,
 }
 
 impl BuildCtx<'_> {
@@ -231,6 +238,8 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
     Ok(match kind {
         "phantom" => Arc::new(PhantomStage::new(parse_params(params)?, ctx)?),
         "ingest-png" => Arc::new(IngestPng::new(parse_params(params)?, ctx)?),
+        "ingest-dicom" => Arc::new(IngestDicom::new(parse_params(params)?, ctx)?),
+        "ingest-cityscapes" => Arc::new(IngestCityscapes::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })

@@ -1,5 +1,6 @@
 //! `phantom`: the embedded default data set, generated, so the quickstart needs no download and ships no
-//! patient data. Each item is one synthetic mammogram (16-bit grayscale PNG) with one binary PNG mask per
+//! patient data. Each item is one synthetic mammogram (a 16-bit grayscale PNG, or a real DICOM MG file:
+//! MONOCHROME1 or 2, 12-16 bits stored, uncompressed or RLE, with window and laterality/view tags) with one binary PNG mask per
 //! anatomical region (see [`crate::phantom_anatomy`]), fully determined by the pipeline seed and the item
 //! index.
 
@@ -7,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::png;
 use super::{Arity, BuildCtx, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use crate::dicom::write::{write_mg, MgSpec};
 use crate::error::Result;
 use crate::item_err;
 use crate::phantom_anatomy::{self, PhantomSpec};
@@ -22,13 +24,53 @@ pub struct Params {
     pub width: u32,
     /// Image height in pixels.
     pub height: u32,
-    /// Bits stored (12 to 16); values use the range 0 .. 2^bits - 1 of the 16-bit PNG.
+    /// Bits stored (12 to 16); values use the range 0 .. 2^bits - 1.
     pub bits: u8,
+    /// `png` (16-bit grayscale PNG) or `dicom` (a DICOM MG file).
+    pub format: Format,
+    /// DICOM only: `MONOCHROME2`, `MONOCHROME1`, or `alternate` (even items 2, odd items 1).
+    pub photometric: Photometric,
+    /// DICOM only: `none` (explicit VR little endian) or `rle` (RLE Lossless).
+    pub compression: Compression,
+}
+
+/// Output file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// 16-bit grayscale PNG.
+    Png,
+    /// DICOM Digital Mammography (For Presentation).
+    Dicom,
+}
+
+/// Photometric interpretation of DICOM output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum Photometric {
+    /// Dense is bright.
+    #[serde(rename = "MONOCHROME2")]
+    Monochrome2,
+    /// Dense is dark (stored inverted).
+    #[serde(rename = "MONOCHROME1")]
+    Monochrome1,
+    /// Even items MONOCHROME2, odd items MONOCHROME1.
+    #[serde(rename = "alternate")]
+    Alternate,
+}
+
+/// DICOM pixel data encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Uncompressed.
+    None,
+    /// RLE Lossless.
+    Rle,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { count: 24, width: 768, height: 1024, bits: 16 }
+        Params { count: 24, width: 768, height: 1024, bits: 16, format: Format::Png, photometric: Photometric::Monochrome2, compression: Compression::None }
     }
 }
 
@@ -72,7 +114,12 @@ impl Stage for PhantomStage {
     fn params(&self) -> serde_json::Value {
         // `count` only says how many items exist; an item's pixels depend on the rest, so growing the set
         // computes only the new items.
-        serde_json::json!({ "width": self.params.width, "height": self.params.height, "bits": self.params.bits, "seed": self.seed })
+        let mut v = serde_json::json!({ "width": self.params.width, "height": self.params.height, "bits": self.params.bits, "seed": self.seed, "format": self.params.format });
+        if self.params.format == Format::Dicom {
+            v["photometric"] = serde_json::to_value(self.params.photometric).expect("serialises");
+            v["compression"] = serde_json::to_value(self.params.compression).expect("serialises");
+        }
+        v
     }
     fn key_includes_item_id(&self) -> bool {
         true
@@ -86,7 +133,31 @@ impl Stage for PhantomStage {
         let p = phantom_anatomy::generate(&spec, self.seed, index);
         let (w, h) = (p.image.width() as usize, p.image.height() as usize);
         let mut out = ItemOutput::default();
-        out.files.push(OutFile { role: "image".into(), ext: "png", bytes: png::encode_u16(&Tensor2 { height: h, width: w, data: p.image.into_raw() }) });
+        let image = Tensor2 { height: h, width: w, data: p.image.into_raw() };
+        match self.params.format {
+            Format::Png => out.files.push(OutFile { role: "image".into(), ext: "png", bytes: png::encode_u16(&image) }),
+            Format::Dicom => {
+                let monochrome1 = match self.params.photometric {
+                    Photometric::Monochrome1 => true,
+                    Photometric::Monochrome2 => false,
+                    Photometric::Alternate => index % 2 == 1,
+                };
+                let full = (1u32 << self.params.bits) as f64;
+                let spec = MgSpec {
+                    monochrome1,
+                    bits_stored: self.params.bits,
+                    rle: self.params.compression == Compression::Rle,
+                    window: Some((full / 2.0, full)),
+                    laterality: p.laterality,
+                    view: p.view.to_string(),
+                    patient_id: format!("PHANTOM-{}-{index:04}", self.seed),
+                    uid_seed: self.seed.wrapping_mul(1_000_003).wrapping_add(index),
+                    pixel_spacing: 0.1,
+                };
+                out.files.push(OutFile { role: "image".into(), ext: "dcm", bytes: write_mg(&image, &spec)? });
+                out.meta.insert("photometric".into(), MetaValue::Str(if monochrome1 { "MONOCHROME1" } else { "MONOCHROME2" }.into()));
+            }
+        }
         for (region, mask) in p.masks {
             let covered = mask.as_raw().iter().filter(|&&v| v > 0).count();
             out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));

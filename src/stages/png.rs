@@ -36,23 +36,29 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Decodes grayscale PNG bytes; `what` names the source in errors. Colour PNGs are refused.
-/// `max_pixels` is checked from the header before any pixel buffer is allocated.
+/// Decodes a grayscale PNG or PGM (binary or ASCII PNM, as mini-MIAS ships) from bytes; `what` names the
+/// source in errors. Colour images are refused. `max_pixels` is checked from the header before any pixel
+/// buffer is allocated.
 pub fn decode_gray(bytes: &[u8], what: &str, max_pixels: u64) -> Result<Gray> {
-    let reader = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Png);
-    let (w, h) = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Png)
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Pnm)) => f,
+        Ok(other) => return Err(item_err!("{what}: {other:?} images are not supported (PNG or PGM)")),
+        Err(_) => return Err(item_err!("{what}: not a readable PNG or PGM image (unrecognised header)")),
+    };
+    let reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
-        .map_err(|e| item_err!("{what}: not a readable PNG: {e}"))?;
+        .map_err(|e| item_err!("{what}: not a readable {format:?} image: {e}"))?;
     if (w as u64) * (h as u64) > max_pixels {
         return Err(item_err!("{what}: {w} x {h} pixels exceeds the limit of {max_pixels} pixels (param `max_pixels`)"));
     }
-    let img = reader.decode().map_err(|e| item_err!("{what}: cannot decode PNG: {e}"))?;
+    let img = reader.decode().map_err(|e| item_err!("{what}: cannot decode {format:?} image (truncated or corrupt?): {e}"))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     Ok(match img {
         DynamicImage::ImageLuma8(b) => Gray::U8(Tensor2 { height, width, data: b.into_raw() }),
         DynamicImage::ImageLuma16(b) => Gray::U16(Tensor2 { height, width, data: b.into_raw() }),
         other => {
-            return Err(item_err!("{what}: expected a grayscale PNG, got {:?}", other.color()));
+            return Err(item_err!("{what}: expected a grayscale image, got {:?}", other.color()));
         }
     })
 }
@@ -91,7 +97,12 @@ mod tests {
             Gray::U8(_) => panic!("16-bit PNG decoded as 8-bit"),
         }
         let e = decode_gray(b"not a png", "x.png", 100).err().unwrap().to_string();
-        assert!(e.starts_with("x.png: not a readable PNG"), "{e}");
+        assert!(e.starts_with("x.png: not a readable PNG or PGM"), "{e}");
+        let pgm = b"P5\n2 1\n255\n\x00\xff";
+        match decode_gray(pgm, "m.pgm", 100).unwrap() {
+            Gray::U8(t) => assert_eq!(t.data, vec![0, 255]),
+            Gray::U16(_) => panic!("8-bit PGM"),
+        }
         let e = decode_gray(&encode_u16(&t), "big.png", 3).err().unwrap().to_string();
         assert!(e.contains("exceeds the limit"), "{e}");
     }

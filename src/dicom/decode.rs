@@ -1,0 +1,127 @@
+//! From a DICOM file to a 16-bit image and metadata, with every failure a clear message.
+//!
+//! Decoding goes through dicom-pixeldata (native, deflate, RLE, JPEG baseline / lossless, JPEG 2000 via
+//! the pure-Rust openjp2) for the stored values only: its own LUT conversion refuses signed and
+//! modality-LUT files, so the LUT chain is ours ([`super::pixels`]). JPEG-LS, which dicom-rs decodes only
+//! through the C++ CharLS, goes to our own decoder ([`super::jpegls`]).
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::Path;
+
+use dicom_core::value::Value;
+use dicom_dictionary_std::tags;
+use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::PixelDecoder;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+use super::header::{self, ImageHeader, VoiChoice};
+use super::pixels::Pipeline;
+use crate::error::Result;
+use crate::item_err;
+use crate::stages::MetaValue;
+use crate::tensor::Tensor2;
+
+/// Options of the decoder.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Which VOI transformation to apply.
+    pub voi: VoiChoice,
+    /// Refuse images with more pixels than this, before decoding.
+    pub max_pixels: u64,
+}
+
+/// A decoded image with its metadata columns.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The 16-bit output image.
+    pub image: Tensor2<u16>,
+    /// Metadata columns (no identifying values).
+    pub meta: BTreeMap<String, MetaValue>,
+}
+
+/// Opens a DICOM file from memory; `what` names it in errors.
+pub fn open_bytes(bytes: &[u8], what: &str) -> Result<DefaultDicomObject> {
+    if bytes.is_empty() {
+        return Err(item_err!("{what}: empty file (0 bytes)"));
+    }
+    OpenFileOptions::new()
+        .read_preamble(if bytes.len() > 132 && &bytes[128..132] == b"DICM" { ReadPreamble::Always } else { ReadPreamble::Never })
+        .from_reader(Cursor::new(bytes))
+        .map_err(|e| {
+            if bytes.starts_with(b"\x89PNG") {
+                item_err!("{what}: not a DICOM file (it is a PNG image)")
+            } else if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+                item_err!("{what}: not a DICOM file (no DICM marker at byte 128): {e}")
+            } else {
+                item_err!("{what}: cannot read DICOM data set (truncated or corrupt?): {e}")
+            }
+        })
+}
+
+const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+
+/// Decodes the first (only) frame of an opened file.
+pub fn decode(file: &DefaultDicomObject, what: &str, opts: DecodeOptions, key: &[u8; 32]) -> Result<Decoded> {
+    let obj: &dicom_object::InMemDicomObject = file;
+    let h: ImageHeader = header::image_header(obj).map_err(|e| item_err!("{what}: {e}"))?;
+    let (ts_uid, ts_name) = header::transfer_syntax(file);
+    let pixels = h.rows as u64 * h.columns as u64 * h.frames.max(1) as u64 * h.samples.max(1) as u64;
+    if pixels > opts.max_pixels {
+        return Err(item_err!("{what}: {} x {} x {} frame(s) exceeds the limit of {} pixels (param `max_pixels`)", h.rows, h.columns, h.frames, opts.max_pixels));
+    }
+    if h.frames > 1 {
+        return Err(item_err!("{what}: multi-frame images ({} frames) are not supported: mammograms are single-frame; split the frames first", h.frames));
+    }
+    if h.samples != 1 {
+        return Err(item_err!("{what}: expected a grayscale image (Samples per Pixel 1), got {} samples ({})", h.samples, h.photometric));
+    }
+    let invert = match h.photometric.as_str() {
+        "MONOCHROME1" => true,
+        "MONOCHROME2" => false,
+        other => return Err(item_err!("{what}: photometric interpretation {other} is not grayscale")),
+    };
+    let pixel_el = obj.get(tags::PIXEL_DATA).ok_or_else(|| item_err!("{what}: no Pixel Data element"))?;
+    let count = (h.rows as usize) * (h.columns as usize);
+    let modality = header::modality(obj, &h.layout).map_err(|e| item_err!("{what}: {e}"))?;
+    let (voi, voi_used) = header::voi(obj, opts.voi).map_err(|e| item_err!("{what}: {e}"))?;
+    let pipeline = Pipeline { layout: h.layout, modality, voi, invert };
+    h.layout.validate().map_err(|e| item_err!("{what}: {e}"))?;
+
+    let data = if JPEG_LS.contains(&ts_uid.as_str()) {
+        let Value::PixelSequence(seq) = pixel_el.value() else {
+            return Err(item_err!("{what}: JPEG-LS transfer syntax but the pixel data is not encapsulated"));
+        };
+        let stream: Vec<u8> = seq.fragments().iter().flat_map(|f| f.iter().copied()).collect();
+        let img = super::jpegls::decode(&stream, opts.max_pixels).map_err(|e| item_err!("{what}: JPEG-LS: {e}"))?;
+        if (img.width, img.height) != (h.columns, h.rows) {
+            return Err(item_err!("{what}: JPEG-LS stream is {} x {} but the header says {} x {}", img.width, img.height, h.columns, h.rows));
+        }
+        img.data.iter().flat_map(|v| if h.layout.bits_allocated == 8 { vec![*v as u8] } else { v.to_ne_bytes().to_vec() }).collect::<Vec<u8>>()
+    } else {
+        match TransferSyntaxRegistry.get(&ts_uid) {
+            None => return Err(item_err!("{what}: unsupported transfer syntax {ts_uid} ({ts_name})")),
+            Some(ts) if !ts.can_decode_all() => {
+                return Err(item_err!("{what}: transfer syntax {ts_uid} ({ts_name}) cannot be decoded by this build"));
+            }
+            Some(_) => {}
+        }
+        file.decode_pixel_data().map_err(|e| item_err!("{what}: cannot decode pixel data ({ts_name}, {ts_uid}): {e}"))?.into_data()
+    };
+    let out = pipeline.apply(&data, count).map_err(|e| item_err!("{what}: {e}"))?;
+    let mut meta = BTreeMap::new();
+    super::meta::collect(obj, &h, (&ts_uid, &ts_name), key, &mut meta);
+    meta.insert("voi".into(), MetaValue::Str(voi_used.into()));
+    Ok(Decoded { image: Tensor2 { height: h.rows as usize, width: h.columns as usize, data: out }, meta })
+}
+
+/// Reads and decodes a file; the path names it in errors.
+pub fn decode_path(path: &Path, opts: DecodeOptions, key: &[u8; 32]) -> Result<Decoded> {
+    let what = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| item_err!("{what}: cannot read: {e}"))?;
+    let file = open_bytes(&bytes, &what)?;
+    drop(bytes);
+    decode(&file, &what, opts, key)
+}

@@ -1,0 +1,139 @@
+//! `ingest-dicom`: DICOM mammograms from any vendor to full-precision 16-bit tensors plus a metadata
+//! manifest without identifying data.
+//!
+//! Items come from a folder (`root`, searched recursively for `extensions`; id = relative path without
+//! extension) or from an upstream stage whose items carry an `image` DICOM and `mask:{region}` PNGs (the
+//! phantom). Each item stores the image after the full pixel pipeline ([`crate::dicom::pixels`]) as a
+//! 16-bit `.npy`, and its metadata as manifest columns: rows, columns, bits, photometric interpretation,
+//! transfer syntax, modality, laterality, view, manufacturer and model, pixel spacing, presentation
+//! intent, keyed hashes of the study and series UIDs, and `subject`, the keyed hash of PatientID.
+//! Multi-frame files are refused with a clear error (mammograms are single-frame).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use crate::dicom::{self, DecodeOptions, VoiChoice};
+use crate::error::Result;
+use crate::item_err;
+use crate::tensor;
+
+/// Params of `ingest-dicom`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Data folder, searched recursively; required unless the stage has an input stage.
+    pub root: Option<String>,
+    /// File extensions taken as DICOM (case-insensitive); `""` matches files without an extension.
+    pub extensions: Vec<String>,
+    /// VOI transformation: `window` (first Window Center/Width), `lut` (VOI LUT Sequence) or `none`.
+    pub voi: VoiChoice,
+    /// Refuse images with more pixels than this (checked from the header, before decoding).
+    pub max_pixels: u64,
+    /// Mask path pattern relative to `root`, with `{stem}` (relative path without extension) and `{region}`.
+    pub masks: String,
+    /// Region names: one mask per region and image. Empty = images only.
+    pub regions: Vec<String>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            root: None,
+            extensions: vec!["dcm".into(), "dicom".into()],
+            voi: VoiChoice::Window,
+            max_pixels: 400_000_000,
+            masks: "masks/{stem}_{region}.png".into(),
+            regions: Vec::new(),
+        }
+    }
+}
+
+/// The `ingest-dicom` stage.
+pub struct IngestDicom {
+    params: Params,
+    root: Option<PathBuf>,
+    key: [u8; 32],
+}
+
+impl IngestDicom {
+    /// Builds the stage; creates the workspace's pseudonym key if it does not exist yet.
+    pub fn new(params: Params, ctx: &BuildCtx<'_>) -> Result<Self, ParamError> {
+        let root = params.root.as_deref().map(|r| ctx.resolve_path("root", r)).transpose()?;
+        let key = dicom::subject::workspace_key(ctx.workspace).map_err(|e| ParamError { message: e.to_string(), key: None, hint: None })?;
+        Ok(IngestDicom { params, root, key })
+    }
+
+    fn walk(&self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let rd = std::fs::read_dir(dir).map_err(|e| crate::error::Error::io("list", dir, e))?;
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                self.walk(&p, out)?;
+            } else {
+                let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
+                if self.params.extensions.iter().any(|e| e.eq_ignore_ascii_case(&ext)) {
+                    out.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stage for IngestDicom {
+    fn kind(&self) -> &'static str {
+        "ingest-dicom"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn arity(&self) -> Arity {
+        Arity::ZeroOrOne
+    }
+    fn params(&self) -> serde_json::Value {
+        // the pseudonym key changes every `subject` value, so its fingerprint is part of every key
+        let key_id = &blake3::hash(&self.key).to_hex()[..16];
+        serde_json::json!({ "voi": self.params.voi, "max_pixels": self.params.max_pixels, "regions": self.params.regions, "key": key_id })
+    }
+    fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
+        match (upstream.first(), &self.root) {
+            (Some(ids), None) => Ok(ids.iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect()),
+            (None, Some(root)) => {
+                let mut files = Vec::new();
+                self.walk(root, &mut files)?;
+                files.sort();
+                let mut items: Vec<ItemSpec> = Vec::with_capacity(files.len());
+                for path in files {
+                    let rel = path.strip_prefix(root).unwrap_or(&path);
+                    let stem = rel.with_extension("").to_string_lossy().into_owned();
+                    if items.last().is_some_and(|l| l.id == stem) {
+                        return Err(item_err!("two files would both be item `{stem}` under {}", root.display()));
+                    }
+                    let mut inputs = vec![InputSpec::Source { role: "image".into(), path }];
+                    for r in &self.params.regions {
+                        let rel = self.params.masks.replace("{stem}", &stem).replace("{region}", r);
+                        inputs.push(InputSpec::Source { role: format!("mask:{r}"), path: root.join(rel) });
+                    }
+                    items.push(ItemSpec { id: stem, inputs });
+                }
+                Ok(items)
+            }
+            (Some(_), Some(_)) => Err(item_err!("ingest-dicom: give either `root` or an input stage, not both")),
+            (None, None) => Err(item_err!("ingest-dicom: param `root` is required when the stage has no input stage")),
+        }
+    }
+    fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
+        let path = inputs.file("image")?;
+        let opts = DecodeOptions { voi: self.params.voi, max_pixels: self.params.max_pixels };
+        let d = dicom::decode_path(path, opts, &self.key)?;
+        let mut out = ItemOutput { files: Vec::new(), meta: d.meta };
+        let (min, max) = d.image.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        out.meta.insert("min".into(), MetaValue::Int(min as i64));
+        out.meta.insert("max".into(), MetaValue::Int(max as i64));
+        super::masks::ingest_masks(inputs, &self.params.regions, (d.image.width, d.image.height), &path.display().to_string(), self.params.max_pixels, &mut out)?;
+        out.files.insert(0, OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&d.image) });
+        Ok(out)
+    }
+}

@@ -1,0 +1,30 @@
+//! Per-region mask files shared by the ingest stages: each must exist, be grayscale and match the image
+//! size; it is stored as an 8-bit PNG and its covered pixel count goes to the manifest.
+
+use super::png::{self, Gray};
+use super::{ItemInputs, ItemOutput, MetaValue, OutFile};
+use crate::error::Result;
+use crate::item_err;
+use crate::tensor::Tensor2;
+
+/// Reads, checks and stores the masks of `regions` for an image of `(width, height)` named `image`.
+pub fn ingest_masks(inputs: &ItemInputs, regions: &[String], (width, height): (usize, usize), image: &str, max_pixels: u64, out: &mut ItemOutput) -> Result<()> {
+    for region in regions {
+        let path = inputs.file(&format!("mask:{region}"))?;
+        let what = path.display().to_string();
+        let bytes = png::read_file(path)?;
+        let mask = match png::decode_gray(&bytes, &what, max_pixels)? {
+            Gray::U8(t) => t,
+            Gray::U16(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| if v > 0 { 255 } else { 0 }).collect() },
+        };
+        if (mask.width, mask.height) != (width, height) {
+            return Err(item_err!("{what}: mask is {} x {} but the image {image} is {width} x {height}", mask.width, mask.height));
+        }
+        let covered = mask.data.iter().filter(|&&v| v > 0).count();
+        out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));
+        // an 8-bit PNG source is stored as it is: no re-encoding
+        let stored = if bytes.len() > 25 && bytes[24] == 8 && bytes[25] == 0 { bytes } else { png::encode_u8(&mask) };
+        out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: stored });
+    }
+    Ok(())
+}
