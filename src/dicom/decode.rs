@@ -61,6 +61,9 @@ pub fn open_bytes(bytes: &[u8], what: &str) -> Result<DefaultDicomObject> {
         })
 }
 
+/// JPEG Extended (Process 2 & 4): 12-bit lossy.
+const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
 const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
 
 /// Decodes the first (only) frame of an opened file.
@@ -106,15 +109,35 @@ pub fn decode(file: &DefaultDicomObject, what: &str, opts: DecodeOptions, key: &
             Some(ts) if !ts.can_decode_all() => {
                 return Err(item_err!("{what}: transfer syntax {ts_uid} ({ts_name}) cannot be decoded by this build"));
             }
+            Some(_) if ts_uid == JPEG_EXTENDED && h.layout.bits_stored > 8 => {
+                return Err(item_err!(
+                    "{what}: {ts_name} ({ts_uid}) with {}-bit samples cannot be decoded: the pure-Rust JPEG decoder supports 8-bit sequential and lossless JPEG only (12-bit sample precision unsupported)",
+                    h.layout.bits_stored
+                ));
+            }
             Some(_) => {}
         }
-        file.decode_pixel_data().map_err(|e| item_err!("{what}: cannot decode pixel data ({ts_name}, {ts_uid}): {e}"))?.into_data()
+        file.decode_pixel_data().map_err(|e| item_err!("{what}: cannot decode pixel data ({ts_name}, {ts_uid}): {}", chain(&e)))?.into_data()
     };
     let out = pipeline.apply(&data, count).map_err(|e| item_err!("{what}: {e}"))?;
     let mut meta = BTreeMap::new();
     super::meta::collect(obj, &h, (&ts_uid, &ts_name), key, &mut meta);
     meta.insert("voi".into(), MetaValue::Str(voi_used.into()));
     Ok(Decoded { image: Tensor2 { height: h.rows as usize, width: h.columns as usize, data: out }, meta })
+}
+
+/// An error with all its sources, `outer: inner: root`, so the codec's own reason is shown.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
 }
 
 /// Reads and decodes a file; the path names it in errors.
