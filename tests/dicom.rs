@@ -202,3 +202,25 @@ fn no_patient_identifiers_in_anything_a_run_writes() {
         }
     }
 }
+
+#[test]
+fn dicom_sample_pipeline_outcome_per_file_is_as_the_readme_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/dicom-sample.toml");
+    let o = cmd(&["run", p.to_str().unwrap(), "--workspace", dir.path().to_str().unwrap(), "--json", "--quiet"])
+        .env("MAMMOFLOW_DATA", data_root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "one file fails by design: {}", String::from_utf8_lossy(&o.stderr));
+    let rows = manifest_rows(dir.path(), "ingest");
+    assert_eq!(rows.len(), 12);
+    for r in &rows {
+        if r.item_id == "mg-nema-wg04/MG1_JPLY" {
+            assert_eq!(r.status, Status::Failed);
+            let e = r.error.as_deref().unwrap();
+            assert!(e.contains("1.2.840.10008.1.2.4.51") && e.contains("12-bit"), "{e}");
+        } else {
+            assert_eq!(r.status, Status::Ok, "{}: {:?}", r.item_id, r.error);
+        }
+    }
+}
