@@ -69,6 +69,9 @@ fn bad_dicom_files_fail_alone_with_clear_messages() {
         o.put(DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(65535u16)));
         o.put(DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(65535u16)));
     }));
+    put("frames.dcm", &rewrite(&good, None, |o| {
+        o.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from("2")));
+    }));
     let p = write_pipeline(
         dir.path(),
         "bad.toml",
@@ -77,7 +80,7 @@ fn bad_dicom_files_fail_alone_with_clear_messages() {
     let o = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let s = last_json(&String::from_utf8_lossy(&o.stdout));
-    assert_eq!((s["computed"].as_u64(), s["failed"].as_u64()), (Some(9), Some(8)), "{s}");
+    assert_eq!((s["computed"].as_u64(), s["failed"].as_u64()), (Some(10), Some(9)), "{s}");
     let rows = manifest_rows(&dir.path().join("ws"), "ingest");
     let err = |id: &str| {
         let r = rows.iter().find(|r| r.item_id == id).unwrap_or_else(|| panic!("no row {id}"));
@@ -86,7 +89,8 @@ fn bad_dicom_files_fail_alone_with_clear_messages() {
         e
     };
     assert_eq!(rows.iter().find(|r| r.item_id == "good").unwrap().status, Status::Ok);
-    let checks: [(&str, &[&str]); 8] = [
+    let checks: [(&str, &[&str]); 9] = [
+        ("frames", &["multi-frame", "2 frames"]),
         ("truncated", &["truncated or corrupt"]),
         ("empty", &["empty file"]),
         ("png", &["not a DICOM file", "PNG"]),

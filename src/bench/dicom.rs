@@ -76,7 +76,7 @@ fn peak_rss(n: usize, dir: &Path) -> anyhow::Result<(f64, f64)> {
     let pipe = dir.join(format!("mem{n}.toml"));
     std::fs::write(&pipe, format!("[pipeline]\nname = \"mem\"\nworkspace = \"ws{n}\"\n[[stage]]\nid = \"ingest\"\nkind = \"ingest-dicom\"\nparams = {{ root = \"{}\" }}\n", data.display()))?;
     let t = Instant::now();
-    let child = Command::new(std::env::current_exe()?).args(["run", &pipe.to_string_lossy(), "--workers", "1", "--quiet"]).spawn()?;
+    let child = Command::new(std::env::current_exe()?).args(["run", &pipe.to_string_lossy(), "--workers", "1", "--quiet"]).stdout(std::process::Stdio::null()).spawn()?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: rusage is plain data, filled by the kernel for our own child.

@@ -3,7 +3,8 @@
 //! Decoding goes through dicom-pixeldata (native, deflate, RLE, JPEG baseline / lossless, JPEG 2000 via
 //! the pure-Rust openjp2) for the stored values only: its own LUT conversion refuses signed and
 //! modality-LUT files, so the LUT chain is ours ([`super::pixels`]). JPEG-LS, which dicom-rs decodes only
-//! through the C++ CharLS, goes to our own decoder ([`super::jpegls`]).
+//! through the C++ CharLS, goes to our own decoder ([`super::jpegls`]), and RLE to a faster one of ours
+//! ([`super::rle`]).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -61,6 +62,9 @@ pub fn open_bytes(bytes: &[u8], what: &str) -> Result<DefaultDicomObject> {
         })
 }
 
+/// RLE Lossless: decoded by [`super::rle`].
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
 /// JPEG Extended (Process 2 & 4): 12-bit lossy.
 const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
@@ -93,16 +97,25 @@ pub fn decode(file: &DefaultDicomObject, what: &str, opts: DecodeOptions, key: &
     let pipeline = Pipeline { layout: h.layout, modality, voi, invert };
     h.layout.validate().map_err(|e| item_err!("{what}: {e}"))?;
 
-    let data = if JPEG_LS.contains(&ts_uid.as_str()) {
+    // one frame's fragments, borrowed when there is a single one (the usual case)
+    let fragments = || -> Result<std::borrow::Cow<'_, [u8]>> {
         let Value::PixelSequence(seq) = pixel_el.value() else {
-            return Err(item_err!("{what}: JPEG-LS transfer syntax but the pixel data is not encapsulated"));
+            return Err(item_err!("{what}: {ts_name} transfer syntax but the pixel data is not encapsulated"));
         };
-        let stream: Vec<u8> = seq.fragments().iter().flat_map(|f| f.iter().copied()).collect();
-        let img = super::jpegls::decode(&stream, opts.max_pixels).map_err(|e| item_err!("{what}: JPEG-LS: {e}"))?;
+        Ok(match seq.fragments() {
+            [one] => std::borrow::Cow::Borrowed(one.as_slice()),
+            many => std::borrow::Cow::Owned(many.iter().flat_map(|f| f.iter().copied()).collect()),
+        })
+    };
+    let out = if JPEG_LS.contains(&ts_uid.as_str()) {
+        let img = super::jpegls::decode(&fragments()?, opts.max_pixels).map_err(|e| item_err!("{what}: JPEG-LS: {e}"))?;
         if (img.width, img.height) != (h.columns, h.rows) {
             return Err(item_err!("{what}: JPEG-LS stream is {} x {} but the header says {} x {}", img.width, img.height, h.columns, h.rows));
         }
-        img.data.iter().flat_map(|v| if h.layout.bits_allocated == 8 { vec![*v as u8] } else { v.to_ne_bytes().to_vec() }).collect::<Vec<u8>>()
+        pipeline.apply_samples(img.data, count)
+    } else if ts_uid == RLE_LOSSLESS {
+        let samples = super::rle::decode(&fragments()?, count, h.layout.bits_allocated).map_err(|e| item_err!("{what}: RLE: {e}"))?;
+        pipeline.apply_samples(samples, count)
     } else {
         match TransferSyntaxRegistry.get(&ts_uid) {
             None => return Err(item_err!("{what}: unsupported transfer syntax {ts_uid} ({ts_name})")),
@@ -117,9 +130,10 @@ pub fn decode(file: &DefaultDicomObject, what: &str, opts: DecodeOptions, key: &
             }
             Some(_) => {}
         }
-        file.decode_pixel_data().map_err(|e| item_err!("{what}: cannot decode pixel data ({ts_name}, {ts_uid}): {}", chain(&e)))?.into_data()
-    };
-    let out = pipeline.apply(&data, count).map_err(|e| item_err!("{what}: {e}"))?;
+        let data = file.decode_pixel_data().map_err(|e| item_err!("{what}: cannot decode pixel data ({ts_name}, {ts_uid}): {}", chain(&e)))?.into_data();
+        pipeline.apply(&data, count)
+    }
+    .map_err(|e| item_err!("{what}: {e}"))?;
     let mut meta = BTreeMap::new();
     super::meta::collect(obj, &h, (&ts_uid, &ts_name), key, &mut meta);
     meta.insert("voi".into(), MetaValue::Str(voi_used.into()));

@@ -6,6 +6,7 @@ pub mod header;
 pub mod jpegls;
 pub mod meta;
 pub mod pixels;
+pub mod rle;
 pub mod subject;
 pub mod write;
 

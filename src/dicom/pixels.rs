@@ -186,13 +186,17 @@ impl Pipeline {
         y.round().clamp(0.0, 65535.0) as u16
     }
 
-    /// The lookup table from raw (masked) stored sample to output, indexed by `raw & mask`.
+    /// The lookup table from every raw sample value (all `2^bits_allocated` of them, bits above Bits
+    /// Stored ignored) to output. Indexing it with a raw `u8`/`u16` needs no mask and no bounds check.
     pub fn table(&self) -> Vec<u16> {
         let range = self.modality_range();
-        (0..=self.layout.mask()).map(|raw| self.eval(self.layout.value(raw), range)).collect()
+        let mask = self.layout.mask();
+        let size = 1u32 << self.layout.bits_allocated.min(16);
+        let distinct: Vec<u16> = (0..=mask).map(|raw| self.eval(self.layout.value(raw), range)).collect();
+        (0..size).map(|raw| distinct[(raw & mask) as usize]).collect()
     }
 
-    /// Applies the pipeline to raw little/native-endian samples (`bits_allocated` each), `count` of them.
+    /// Applies the pipeline to raw native-endian samples (`bits_allocated` each), `count` of them.
     ///
     /// # Errors
     /// When `raw` holds fewer than `count` samples.
@@ -203,11 +207,40 @@ impl Pipeline {
             return Err(item_err!("pixel data holds {} bytes, but rows x columns x samples needs {}", raw.len(), count * bytes_per));
         }
         let table = self.table();
-        let mask = self.layout.mask() as usize;
         Ok(match bytes_per {
-            1 => raw[..count].iter().map(|&b| table[b as usize & mask]).collect(),
-            _ => raw[..count * 2].chunks_exact(2).map(|c| table[u16::from_ne_bytes([c[0], c[1]]) as usize & mask]).collect(),
+            1 => {
+                let t: &[u16; 256] = table.as_slice().try_into().expect("256 entries for 8 bits");
+                raw[..count].iter().map(|&b| t[b as usize]).collect()
+            }
+            _ => {
+                let t: &[u16; 65536] = table.as_slice().try_into().expect("65536 entries for 16 bits");
+                raw[..count * 2].chunks_exact(2).map(|c| t[u16::from_ne_bytes([c[0], c[1]]) as usize]).collect()
+            }
         })
+    }
+
+    /// Applies the pipeline to samples already decoded to u16 (`count` of them), in place of a copy.
+    pub fn apply_samples(&self, mut samples: Vec<u16>, count: usize) -> Result<Vec<u16>> {
+        self.layout.validate()?;
+        if samples.len() < count {
+            return Err(item_err!("pixel data holds {} samples, but rows x columns needs {count}", samples.len()));
+        }
+        samples.truncate(count);
+        let table = self.table();
+        if table.iter().enumerate().all(|(i, &v)| v as usize == i) {
+            return Ok(samples); // identity (a 16-bit mammogram without LUTs): nothing to do
+        }
+        match self.layout.bits_allocated {
+            8 => {
+                let t: &[u16; 256] = table.as_slice().try_into().expect("256 entries for 8 bits");
+                samples.iter_mut().for_each(|v| *v = t[(*v & 0xff) as usize]);
+            }
+            _ => {
+                let t: &[u16; 65536] = table.as_slice().try_into().expect("65536 entries for 16 bits");
+                samples.iter_mut().for_each(|v| *v = t[*v as usize]);
+            }
+        }
+        Ok(samples)
     }
 }
 

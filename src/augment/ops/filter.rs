@@ -1,0 +1,274 @@
+//! Smoothing and sharpening: a separable Gaussian blur and unsharp masking built on it (image only).
+//!
+//! The filter is hand-written rather than `imageproc::filter::gaussian_blur_f32` because that one is much
+//! slower at 1024x1024 (see the timing test), uses its own radius rule, and cannot fuse the unsharp
+//! combination `img + amount * (img - blur)` into its last pass.
+//!
+//! Layout, chosen so both passes read memory sequentially:
+//! * vertical pass: each source row is converted to `f32` once into a ring of `2r+1` rows; an output row is
+//!   the weighted sum of `2r+1` ring rows (symmetric taps summed in pairs first), eight columns at a time;
+//! * horizontal pass: that sum sits in a row buffer padded by `r` replicated samples each side, so the
+//!   horizontal taps are plain unaligned slices and the border needs no branch;
+//! * the last pass writes the output row, rounding (blur) or combining with the source row (unsharp).
+
+use super::{simd, Plane, Sample};
+
+/// Gaussian blur with standard deviation `sigma` (pixels), separable, kernel radius `ceil(3 sigma)`,
+/// border replicated. Weights are normalised to sum to one, so a constant image stays constant.
+/// `sigma <= 0` (or NaN) returns a copy.
+///
+/// # Panics
+/// If `img.data` does not hold `width * height` samples.
+pub fn gaussian_blur<T: Sample>(img: &Plane<T>, sigma: f32) -> Plane<T> {
+    img.check();
+    let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
+    let Some(kernel) = Kernel::new(sigma) else { return out };
+    simd::dispatch(|| {
+        blur_rows(img, &kernel, &mut out.data, |_, blurred, o: &mut [T]| {
+            for (o, &b) in o.iter_mut().zip(blurred) {
+                *o = T::from_f32_round_clamped(b);
+            }
+        })
+    });
+    out
+}
+
+/// Unsharp masking: `img + amount * (img - gaussian_blur(img, sigma))`, rounded and clamped to the
+/// sample range, computed in `f32` in the blur's last pass (no intermediate blurred image).
+/// `sigma <= 0` (or NaN) returns a copy.
+///
+/// # Panics
+/// If `img.data` does not hold `width * height` samples.
+pub fn unsharp<T: Sample>(img: &Plane<T>, sigma: f32, amount: f32) -> Plane<T> {
+    img.check();
+    let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
+    let Some(kernel) = Kernel::new(sigma) else { return out };
+    simd::dispatch(|| {
+        blur_rows(img, &kernel, &mut out.data, |src, blurred, o: &mut [T]| {
+            for ((o, &s), &b) in o.iter_mut().zip(src).zip(blurred) {
+                let s = s.to_f32();
+                *o = T::from_f32_round_clamped(s + amount * (s - b));
+            }
+        })
+    });
+    out
+}
+
+/// Half of a normalised symmetric Gaussian kernel: `w[0]` is the centre, `w[k]` the weight at `+-k`.
+struct Kernel {
+    w: Vec<f32>,
+}
+
+impl Kernel {
+    fn new(sigma: f32) -> Option<Self> {
+        if !(sigma > 0.0) || !sigma.is_finite() {
+            return None;
+        }
+        let r = (3.0 * sigma as f64).ceil().max(1.0) as usize;
+        let s2 = 2.0 * (sigma as f64) * (sigma as f64);
+        let half: Vec<f64> = (0..=r).map(|k| (-((k * k) as f64) / s2).exp()).collect();
+        let total = half[0] + 2.0 * half[1..].iter().sum::<f64>();
+        Some(Self { w: half.iter().map(|v| (v / total) as f32).collect() })
+    }
+
+    fn radius(&self) -> usize {
+        self.w.len() - 1
+    }
+}
+
+/// Columns processed together in the vertical and horizontal passes (one AVX2 register of `f32`).
+const LANES: usize = 8;
+
+/// Blurs `img` row by row; for each output row calls `emit(source_row, blurred_row, output_row)`.
+#[inline(always)]
+fn blur_rows<T: Sample>(
+    img: &Plane<T>,
+    k: &Kernel,
+    out: &mut [T],
+    mut emit: impl FnMut(&[T], &[f32], &mut [T]),
+) {
+    let (w, h, r) = (img.width, img.height, k.radius());
+    if w == 0 || h == 0 {
+        return;
+    }
+    let taps = 2 * r + 1;
+    let slots = taps.min(h); // distinct source rows a window can hold
+    let mut ring = vec![0f32; slots * w];
+    let mut converted = 0usize; // source rows [0, converted) have been put in the ring
+    let mut padded = vec![0f32; w + 2 * r];
+    let mut row_sum = vec![0f32; w];
+    let mut window: Vec<usize> = vec![0; taps]; // ring slot of source row clamp(y - r + i)
+    for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
+        let last = (y + r).min(h - 1);
+        while converted <= last {
+            let slot = &mut ring[(converted % slots) * w..][..w];
+            for (d, &s) in slot.iter_mut().zip(img.row(converted)) {
+                *d = s.to_f32();
+            }
+            converted += 1;
+        }
+        for (i, win) in window.iter_mut().enumerate() {
+            let sy = (y + i).saturating_sub(r).min(h - 1);
+            *win = (sy % slots) * w;
+        }
+        vertical(&ring, &window, &k.w, w, &mut padded[r..r + w]);
+        let (first, last) = (padded[r], padded[r + w - 1]);
+        padded[..r].fill(first);
+        padded[r + w..].fill(last);
+        horizontal(&padded, &k.w, &mut row_sum);
+        emit(img.row(y), &row_sum, out_row);
+    }
+}
+
+/// `dst[x] = w0 * row_r[x] + sum_k wk * (row_{r-k}[x] + row_{r+k}[x])`, rows given as ring offsets.
+#[inline(always)]
+fn vertical(ring: &[f32], window: &[usize], wts: &[f32], w: usize, dst: &mut [f32]) {
+    let r = wts.len() - 1;
+    let row = |i: usize| &ring[window[i]..window[i] + w];
+    let centre = row(r);
+    let full = w / LANES * LANES;
+    for x in (0..full).step_by(LANES) {
+        let c: &[f32; LANES] = centre[x..x + LANES].try_into().unwrap();
+        let mut acc = c.map(|v| v * wts[0]);
+        for k in 1..=r {
+            let a: &[f32; LANES] = row(r - k)[x..x + LANES].try_into().unwrap();
+            let b: &[f32; LANES] = row(r + k)[x..x + LANES].try_into().unwrap();
+            for j in 0..LANES {
+                acc[j] += (a[j] + b[j]) * wts[k];
+            }
+        }
+        dst[x..x + LANES].copy_from_slice(&acc);
+    }
+    for x in full..w {
+        let mut acc = centre[x] * wts[0];
+        for k in 1..=r {
+            acc += (row(r - k)[x] + row(r + k)[x]) * wts[k];
+        }
+        dst[x] = acc;
+    }
+}
+
+/// `dst[x] = w0 * p[x+r] + sum_k wk * (p[x+r-k] + p[x+r+k])` over a row padded by `r` each side.
+#[inline(always)]
+fn horizontal(p: &[f32], wts: &[f32], dst: &mut [f32]) {
+    let r = wts.len() - 1;
+    let w = dst.len();
+    let full = w / LANES * LANES;
+    for x in (0..full).step_by(LANES) {
+        let c: &[f32; LANES] = p[x + r..x + r + LANES].try_into().unwrap();
+        let mut acc = c.map(|v| v * wts[0]);
+        for k in 1..=r {
+            let a: &[f32; LANES] = p[x + r - k..x + r - k + LANES].try_into().unwrap();
+            let b: &[f32; LANES] = p[x + r + k..x + r + k + LANES].try_into().unwrap();
+            for j in 0..LANES {
+                acc[j] += (a[j] + b[j]) * wts[k];
+            }
+        }
+        dst[x..x + LANES].copy_from_slice(&acc);
+    }
+    for x in full..w {
+        let mut acc = p[x + r] * wts[0];
+        for k in 1..=r {
+            acc += (p[x + r - k] + p[x + r + k]) * wts[k];
+        }
+        dst[x] = acc;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// Straightforward reference: 2-D sum with clamped coordinates, in f64.
+    fn reference(img: &Plane<u16>, sigma: f32) -> Vec<f64> {
+        let k = Kernel::new(sigma).unwrap();
+        let r = k.radius() as isize;
+        let (w, h) = (img.width as isize, img.height as isize);
+        let wt = |d: isize| k.w[d.unsigned_abs()] as f64;
+        let mut out = vec![0.0; img.data.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let mut acc = 0.0;
+                for dy in -r..=r {
+                    for dx in -r..=r {
+                        let (sx, sy) = ((x + dx).clamp(0, w - 1), (y + dy).clamp(0, h - 1));
+                        acc += wt(dx) * wt(dy) * img.data[(sy * w + sx) as usize] as f64;
+                    }
+                }
+                out[(y * w + x) as usize] = acc;
+            }
+        }
+        out
+    }
+
+    fn gradient_u16(w: usize, h: usize) -> Plane<u16> {
+        Plane::new(w, h, (0..w * h).map(|i| ((i % w + i / w) * 65535 / (w + h - 2)) as u16).collect()).unwrap()
+    }
+
+    #[test]
+    fn matches_reference_with_replicated_border() {
+        let img = Plane::new(23, 17, (0..23 * 17).map(|i| (i * 7919 % 65536) as u16).collect()).unwrap();
+        for sigma in [0.4, 1.5, 3.0] {
+            let got = gaussian_blur(&img, sigma);
+            for (g, e) in got.data.iter().zip(reference(&img, sigma)) {
+                assert!((*g as f64 - e).abs() <= 0.51, "sigma {sigma}: {g} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn constant_stays_constant() {
+        for v in [0u8, 1, 77, 254, 255] {
+            let img = Plane::filled(45, 31, v);
+            assert_eq!(gaussian_blur(&img, 1.5), img);
+            assert_eq!(unsharp(&img, 1.5, 1.0), img);
+        }
+        let img = Plane::filled(20, 9, 65535u16);
+        assert_eq!(gaussian_blur(&img, 2.2), img);
+    }
+
+    #[test]
+    fn u16_stays_16_bit() {
+        let img = gradient_u16(300, 200);
+        for out in [gaussian_blur(&img, 1.5), unsharp(&img, 1.5, 0.8)] {
+            let mut d = out.data.clone();
+            d.sort_unstable();
+            d.dedup();
+            assert!(d.len() > 256, "{} distinct values", d.len());
+            assert!(*d.last().unwrap() > 65000);
+        }
+    }
+
+    #[test]
+    fn unsharp_sharpens_an_edge() {
+        let img = Plane::new(40, 4, (0..160).map(|i| if i % 40 < 20 { 100u8 } else { 150 }).collect()).unwrap();
+        let out = unsharp(&img, 1.0, 1.0);
+        assert!(out.data[18] < 100 && out.data[21] > 150, "{:?}", &out.data[..40]);
+        assert_eq!(out.data[0], 100);
+        assert_eq!(out.data[39], 150);
+        // sigma 0 is the identity
+        assert_eq!(unsharp(&img, 0.0, 1.0), img);
+        assert_eq!(gaussian_blur(&img, 0.0), img);
+    }
+
+    #[test]
+    fn baseline_and_avx2_agree() {
+        let img = Plane::new(131, 29, (0..131 * 29).map(|i| (i * 7919 % 256) as u8).collect()).unwrap();
+        let fast = (gaussian_blur(&img, 1.5), unsharp(&img, 2.0, 0.7));
+        simd::FORCE_BASELINE.store(true, Ordering::Relaxed);
+        let base = (gaussian_blur(&img, 1.5), unsharp(&img, 2.0, 0.7));
+        simd::FORCE_BASELINE.store(false, Ordering::Relaxed);
+        assert!(fast == base);
+    }
+
+    #[test]
+    fn tiny_planes() {
+        for (w, h) in [(0, 0), (1, 1), (1, 9), (9, 1), (3, 2)] {
+            let img = Plane::new(w, h, (0..w * h).map(|i| (i * 40) as u8).collect()).unwrap();
+            assert_eq!(gaussian_blur(&img, 2.0).data.len(), w * h);
+        }
+        let img = Plane::filled(1, 1, 9u16);
+        assert_eq!(gaussian_blur(&img, 5.0), img);
+    }
+}

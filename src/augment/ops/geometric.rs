@@ -1,0 +1,349 @@
+//! Geometric ops: they move the image and its label map together, so a lesion's label stays on the lesion.
+//!
+//! Both outputs come from one coordinate computation. The image is resampled bilinearly (in `f32`, as
+//! OpenCV's `warpAffine` with `INTER_LINEAR` and a constant border: neighbours outside the image count as
+//! the fill value), the label map by nearest neighbour (labels are classes; interpolating them would
+//! invent classes). Rotation is hand-written rather than `imageproc::rotate_about_center` because that
+//! one samples through a per-pixel closure over `image` buffers, is several times slower (see the timing
+//! test) and would compute the mapping twice for image and labels.
+
+use super::{simd, Plane, Sample};
+
+/// Rotates `img` and `labels` by `degrees` about the image centre `((w-1)/2, (h-1)/2)`, keeping the size.
+///
+/// Positive angles turn the content counter-clockwise as displayed (OpenCV / albumentations convention).
+/// The image is sampled bilinearly, the labels by nearest neighbour (halves rounded up); output pixels
+/// whose source lies outside the image take `fill` / `fill_label` (bilinear samples straddling the edge
+/// blend with `fill`, as OpenCV's constant border does). Angles that are multiples of 90 degrees use an
+/// exact rotation matrix, so they move whole pixels on square images.
+///
+/// # Panics
+/// If `img` and `labels` differ in size, or a plane's `data` does not hold `width * height` samples.
+pub fn rotate<T: Sample>(
+    img: &Plane<T>,
+    labels: &Plane<u8>,
+    degrees: f32,
+    fill: T,
+    fill_label: u8,
+) -> (Plane<T>, Plane<u8>) {
+    img.check();
+    labels.check();
+    assert_eq!((img.width, img.height), (labels.width, labels.height), "image and labels differ in size");
+    let (w, h) = (img.width, img.height);
+    let mut out = Plane { width: w, height: h, data: vec![fill; w * h] };
+    let mut out_labels = Plane { width: w, height: h, data: vec![fill_label; w * h] };
+    if w == 0 || h == 0 {
+        return (out, out_labels);
+    }
+    let (sin, cos) = exact_sin_cos(degrees);
+    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let ctx = Ctx { src: &img.data, labels: &labels.data, w, h, fill, fill_label };
+    simd::dispatch(|| {
+        let rows = out.data.chunks_exact_mut(w).zip(out_labels.data.chunks_exact_mut(w));
+        for (y, (row, lrow)) in rows.enumerate() {
+            // Inverse mapping of output (x, y): source = R^-1 (x - cx, y - cy) + c, affine in x.
+            let dy = y as f64 - cy;
+            let (ax, bx) = (cos, cx - cos * cx - sin * dy);
+            let (ay, by) = (sin, cy - sin * cx + cos * dy);
+            let (lo, hi) = interior_range(ax, bx, ay, by, w, h);
+            let (ax, bx, ay, by) = (ax as f32, bx as f32, ay as f32, by as f32);
+            row_general(&ctx, row, lrow, 0..lo, (ax, bx, ay, by));
+            row_interior(&ctx, &mut row[lo..hi], &mut lrow[lo..hi], lo, (ax, bx, ay, by));
+            row_general(&ctx, row, lrow, hi..w, (ax, bx, ay, by));
+        }
+    });
+    (out, out_labels)
+}
+
+/// Mirrors `img` and `labels`: left-right when `horizontal`, otherwise top-bottom.
+///
+/// # Panics
+/// If `img` and `labels` differ in size, or a plane's `data` does not hold `width * height` samples.
+pub fn mirror<T: Copy>(img: &Plane<T>, labels: &Plane<u8>, horizontal: bool) -> (Plane<T>, Plane<u8>) {
+    img.check();
+    labels.check();
+    assert_eq!((img.width, img.height), (labels.width, labels.height), "image and labels differ in size");
+    let out = Plane { width: img.width, height: img.height, data: mirror_data(&img.data, img.width, horizontal) };
+    let out_labels =
+        Plane { width: img.width, height: img.height, data: mirror_data(&labels.data, img.width, horizontal) };
+    (out, out_labels)
+}
+
+/// The mirrored copy of a `w`-wide row-major buffer.
+fn mirror_data<T: Copy>(src: &[T], w: usize, horizontal: bool) -> Vec<T> {
+    if w == 0 {
+        return Vec::new();
+    }
+    let mut dst = Vec::with_capacity(src.len());
+    if horizontal {
+        for row in src.chunks_exact(w) {
+            dst.extend(row.iter().rev());
+        }
+    } else {
+        for row in src.chunks_exact(w).rev() {
+            dst.extend_from_slice(row);
+        }
+    }
+    dst
+}
+
+/// `(sin, cos)` of `degrees`, exact (0 and +-1) for multiples of 90 degrees.
+fn exact_sin_cos(degrees: f32) -> (f64, f64) {
+    let d = (degrees as f64).rem_euclid(360.0);
+    match d {
+        0.0 => (0.0, 1.0),
+        90.0 => (1.0, 0.0),
+        180.0 => (0.0, -1.0),
+        270.0 => (-1.0, 0.0),
+        _ => d.to_radians().sin_cos(),
+    }
+}
+
+/// The output columns `[lo, hi)` of one row whose bilinear footprint lies wholly inside the image
+/// (`0 <= sx < w-1` and `0 <= sy < h-1`), shrunk by one pixel each side so `f32` rounding cannot matter.
+fn interior_range(ax: f64, bx: f64, ay: f64, by: f64, w: usize, h: usize) -> (usize, usize) {
+    let (mut lo, mut hi) = (0.0f64, w as f64);
+    for (a, b, limit) in [(ax, bx, w as f64 - 1.0), (ay, by, h as f64 - 1.0)] {
+        // a*x + b in [0, limit)
+        if a.abs() < 1e-12 {
+            if !(0.0..limit).contains(&b) {
+                return (0, 0);
+            }
+        } else {
+            let (t0, t1) = ((0.0 - b) / a, (limit - b) / a);
+            lo = lo.max(t0.min(t1));
+            hi = hi.min(t0.max(t1));
+        }
+    }
+    let lo = (lo.ceil() + 1.0).max(0.0);
+    let hi = (hi.floor() - 1.0).min(w as f64);
+    if hi <= lo {
+        (0, 0)
+    } else {
+        (lo as usize, hi as usize)
+    }
+}
+
+/// What the row kernels read.
+struct Ctx<'a, T> {
+    src: &'a [T],
+    labels: &'a [u8],
+    w: usize,
+    h: usize,
+    fill: T,
+    fill_label: u8,
+}
+
+/// Interior columns: all four bilinear neighbours and the nearest label exist, so no border logic.
+/// `row[i]` is output column `x0 + i`.
+#[inline(always)]
+fn row_interior<T: Sample>(
+    c: &Ctx<'_, T>,
+    row: &mut [T],
+    lrow: &mut [u8],
+    x0: usize,
+    (ax, bx, ay, by): (f32, f32, f32, f32),
+) {
+    let (w, h) = (c.w, c.h);
+    let (src, labels) = (c.src, c.labels);
+    for (i, (o, lo)) in row.iter_mut().zip(lrow.iter_mut()).enumerate() {
+        let x = (x0 + i) as f32;
+        let sx = ax * x + bx;
+        let sy = ay * x + by;
+        // Clamping keeps every index in bounds whatever `interior_range` said; inside the range it is a no-op.
+        let ix = (sx as usize).min(w - 2);
+        let iy = (sy as usize).min(h - 2);
+        let fx = sx - ix as f32;
+        let fy = sy - iy as f32;
+        let i00 = iy * w + ix;
+        let p00 = src[i00].to_f32();
+        let p01 = src[i00 + 1].to_f32();
+        let p10 = src[i00 + w].to_f32();
+        let p11 = src[i00 + w + 1].to_f32();
+        let top = p00 + fx * (p01 - p00);
+        let bot = p10 + fx * (p11 - p10);
+        *o = T::from_f32_round_clamped(top + fy * (bot - top));
+        let lx = ((sx + 0.5) as usize).min(w - 1);
+        let ly = ((sy + 0.5) as usize).min(h - 1);
+        *lo = labels[ly * w + lx];
+    }
+}
+
+/// Any columns `xs` of a row: border-aware bilinear (outside neighbours are `fill`) and nearest labels.
+#[inline(always)]
+fn row_general<T: Sample>(
+    c: &Ctx<'_, T>,
+    row: &mut [T],
+    lrow: &mut [u8],
+    xs: std::ops::Range<usize>,
+    (ax, bx, ay, by): (f32, f32, f32, f32),
+) {
+    let (w, h) = (c.w as isize, c.h as isize);
+    let fill = c.fill.to_f32();
+    let at = |x: isize, y: isize| -> f32 {
+        if x >= 0 && y >= 0 && x < w && y < h {
+            c.src[(y * w + x) as usize].to_f32()
+        } else {
+            fill
+        }
+    };
+    for x in xs {
+        let xf = x as f32;
+        let (sx, sy) = (ax * xf + bx, ay * xf + by);
+        if !(sx > -1.0 && sy > -1.0 && sx < w as f32 && sy < h as f32) {
+            continue; // already fill / fill_label
+        }
+        let (fx0, fy0) = (sx.floor(), sy.floor());
+        let (ix, iy) = (fx0 as isize, fy0 as isize);
+        let (fx, fy) = (sx - fx0, sy - fy0);
+        let (p00, p01, p10, p11) = (at(ix, iy), at(ix + 1, iy), at(ix, iy + 1), at(ix + 1, iy + 1));
+        let top = p00 + fx * (p01 - p00);
+        let bot = p10 + fx * (p11 - p10);
+        row[x] = T::from_f32_round_clamped(top + fy * (bot - top));
+        let (lx, ly) = ((sx + 0.5).floor() as isize, (sy + 0.5).floor() as isize);
+        if lx >= 0 && ly >= 0 && lx < w && ly < h {
+            lrow[x] = c.labels[(ly * w + lx) as usize];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Image (value MAX in a 5x5 block at (bx, by)) and labels (3 in the same block).
+    fn marker<T: Sample>(w: usize, h: usize, bx: usize, by: usize) -> (Plane<T>, Plane<u8>) {
+        let mut img = Plane::filled(w, h, T::from_f32_round_clamped(0.0));
+        let mut lab = Plane::filled(w, h, 0u8);
+        for y in by..by + 5 {
+            for x in bx..bx + 5 {
+                img.data[y * w + x] = T::from_f32_round_clamped(T::MAX);
+                lab.data[y * w + x] = 3;
+            }
+        }
+        (img, lab)
+    }
+
+    fn centroid(w: usize, pred: impl Fn(usize) -> bool, n: usize) -> (f64, f64) {
+        let (mut sx, mut sy, mut c) = (0.0, 0.0, 0.0);
+        for i in (0..n).filter(|&i| pred(i)) {
+            sx += (i % w) as f64;
+            sy += (i / w) as f64;
+            c += 1.0;
+        }
+        assert!(c > 0.0, "empty region");
+        (sx / c, sy / c)
+    }
+
+    fn check_marker<T: Sample>(img: &Plane<T>, lab: &Plane<u8>, what: &str) {
+        let n = img.data.len();
+        let ci = centroid(img.width, |i| img.data[i].to_f32() > T::MAX / 2.0, n);
+        let cl = centroid(img.width, |i| lab.data[i] == 3, n);
+        let d = ((ci.0 - cl.0).powi(2) + (ci.1 - cl.1).powi(2)).sqrt();
+        assert!(d <= 1.0, "{what}: image centroid {ci:?} vs label centroid {cl:?}");
+    }
+
+    fn markers_follow<T: Sample>() {
+        let (img, lab) = marker::<T>(64, 48, 40, 10);
+        for deg in [90.0, 37.0, -23.5, 180.0, 270.0, 12.0, 45.0] {
+            let (ri, rl) = rotate(&img, &lab, deg, T::from_f32_round_clamped(0.0), 0);
+            check_marker(&ri, &rl, &format!("rotate {deg}"));
+        }
+        for horizontal in [true, false] {
+            let (mi, ml) = mirror(&img, &lab, horizontal);
+            check_marker(&mi, &ml, &format!("mirror {horizontal}"));
+        }
+    }
+
+    #[test]
+    fn labels_follow_image_u8() {
+        markers_follow::<u8>();
+    }
+
+    #[test]
+    fn labels_follow_image_u16() {
+        markers_follow::<u16>();
+    }
+
+    #[test]
+    fn marker_moves_where_expected() {
+        // 90 degrees counter-clockwise: a block right of centre goes above the centre.
+        let (img, lab) = marker::<u8>(41, 41, 30, 18); // block centre (32, 20), image centre (20, 20)
+        let (ri, rl) = rotate(&img, &lab, 90.0, 0, 0);
+        let cl = centroid(41, |i| rl.data[i] == 3, rl.data.len());
+        assert_eq!(cl, (20.0, 8.0));
+        check_marker(&ri, &rl, "90");
+    }
+
+    #[test]
+    fn rotate_90_exact_pattern() {
+        // 3x3 counter-clockwise: the right column becomes the top row.
+        let img = Plane::new(3, 3, vec![1u8, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
+        let lab = Plane::new(3, 3, vec![10u8, 20, 30, 40, 50, 60, 70, 80, 90]).unwrap();
+        let (ri, rl) = rotate(&img, &lab, 90.0, 0, 0);
+        assert_eq!(ri.data, vec![3, 6, 9, 2, 5, 8, 1, 4, 7]);
+        assert_eq!(rl.data, vec![30, 60, 90, 20, 50, 80, 10, 40, 70]);
+        // 4x4 with 16-bit values, and -90 undoes +90.
+        let img = Plane::new(4, 4, (0..16u16).map(|v| v * 4000).collect()).unwrap();
+        let lab = Plane::new(4, 4, (0..16u8).collect()).unwrap();
+        let (ri, rl) = rotate(&img, &lab, 90.0, 0, 0);
+        let expect: Vec<u8> = vec![3, 7, 11, 15, 2, 6, 10, 14, 1, 5, 9, 13, 0, 4, 8, 12];
+        assert_eq!(rl.data, expect);
+        assert_eq!(ri.data, expect.iter().map(|&v| v as u16 * 4000).collect::<Vec<_>>());
+        let (bi, bl) = rotate(&ri, &rl, -90.0, 0, 0);
+        assert_eq!((bi, bl), (img, lab));
+    }
+
+    #[test]
+    fn rotate_zero_is_identity_and_mirror_twice_too() {
+        let img = Plane::new(37, 23, (0..37 * 23).map(|v| (v * 71 % 65536) as u16).collect()).unwrap();
+        let lab = Plane::new(37, 23, (0..37 * 23).map(|v| (v % 5) as u8).collect()).unwrap();
+        assert_eq!(rotate(&img, &lab, 0.0, 7, 9), (img.clone(), lab.clone()));
+        assert_eq!(rotate(&img, &lab, 360.0, 7, 9), (img.clone(), lab.clone()));
+        for horizontal in [true, false] {
+            let (mi, ml) = mirror(&img, &lab, horizontal);
+            assert_ne!(mi, img);
+            assert_eq!(mirror(&mi, &ml, horizontal), (img.clone(), lab.clone()));
+        }
+        let (mi, _) = mirror(&img, &lab, true);
+        assert_eq!(mi.data[0], img.data[36]);
+    }
+
+    #[test]
+    fn rotate_fills_outside_and_keeps_16_bit() {
+        let (w, h) = (200, 160);
+        let img = Plane::new(w, h, (0..w * h).map(|i| ((i % w) * 65535 / (w - 1)) as u16).collect()).unwrap();
+        let lab = Plane::filled(w, h, 1u8);
+        let (ri, rl) = rotate(&img, &lab, 17.0, 0, 255);
+        assert_eq!(rl.data[0], 255, "corner comes from outside");
+        assert_eq!(rl.data[(h / 2) * w + w / 2], 1);
+        let mut distinct = ri.data.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() > 256, "{} distinct values", distinct.len());
+        assert!(*distinct.last().unwrap() > 60000);
+    }
+
+    #[test]
+    fn baseline_and_avx2_agree() {
+        let (w, h) = (131, 97);
+        let img = Plane::new(w, h, (0..w * h).map(|i| (i * 7919 % 65536) as u16).collect()).unwrap();
+        let lab = Plane::new(w, h, (0..w * h).map(|i| (i % 251) as u8).collect()).unwrap();
+        let fast = rotate(&img, &lab, 17.0, 3, 4);
+        simd::FORCE_BASELINE.store(true, std::sync::atomic::Ordering::Relaxed);
+        let base = rotate(&img, &lab, 17.0, 3, 4);
+        simd::FORCE_BASELINE.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert!(fast == base);
+    }
+
+    #[test]
+    fn tiny_planes_do_not_panic() {
+        for (w, h) in [(0, 0), (1, 1), (1, 5), (5, 1), (2, 2)] {
+            let img = Plane::filled(w, h, 100u8);
+            let lab = Plane::filled(w, h, 1u8);
+            let _ = rotate(&img, &lab, 33.0, 0, 0);
+            assert_eq!(rotate(&img, &lab, 0.0, 0, 0), (img.clone(), lab.clone()));
+            assert_eq!(mirror(&img, &lab, true).0.data.len(), w * h);
+        }
+    }
+}
