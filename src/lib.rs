@@ -6,6 +6,7 @@
 //! Parquet manifests and a content-addressed store (`store`). The CLI (`cli`) is a thin layer on top.
 
 pub mod bench;
+pub mod classes;
 pub mod cli;
 pub mod dicom;
 pub mod error;

@@ -27,7 +27,7 @@ fn one_changed_png_is_exactly_one_stale_item() {
         last_json(&String::from_utf8_lossy(&o.stdout))
     };
     let first = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!((stage(&first, "ingest")["computed"].as_u64(), stage(&first, "crop")["computed"].as_u64()), (Some(60), Some(60)), "{first}");
+    assert_eq!((stage(&first, "ingest")["computed"].as_u64(), stage(&first, "merge")["computed"].as_u64(), stage(&first, "crop")["computed"].as_u64()), (Some(60), Some(60), Some(60)), "{first}");
     assert_eq!(first["failed"], 0);
     let rows = manifest_rows(&ws, "ingest");
     assert_eq!(rows.len(), 60);
@@ -49,11 +49,12 @@ fn one_changed_png_is_exactly_one_stale_item() {
     assert_eq!((ing["stale"].as_u64(), ing["fresh"].as_u64()), (Some(1), Some(59)), "{st}");
     assert_eq!(ing["reasons"], serde_json::json!({"source changed": 1}));
     assert_eq!(ing["stale_items"][0]["item"], "B_3620_1.RIGHT_MLO");
+    assert_eq!(stage(&st, "merge")["reasons"], serde_json::json!({"upstream changed": 1}));
     assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"upstream changed": 1}));
-    assert_eq!(st["stale"], 2);
+    assert_eq!(st["stale"], 3);
 
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!((stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64(), r["computed"].as_u64()), (Some(1), Some(1), Some(2)), "{r}");
+    assert_eq!((stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64(), r["computed"].as_u64()), (Some(1), Some(1), Some(3)), "{r}");
 
     // touching a file without changing its content changes nothing (keys are content hashes)
     let bytes = std::fs::read(&victim).unwrap();
@@ -80,5 +81,5 @@ fn one_changed_png_is_exactly_one_stale_item() {
     let st = go(&["status", ps, "--workspace", wss, "--json"]);
     assert_eq!(stage(&st, "ingest")["reasons"], serde_json::json!({"source changed": 1}));
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!(r["computed"], 2);
+    assert_eq!(r["computed"], 3);
 }

@@ -1,4 +1,4 @@
-//! `center-crop`: the central `size` x `size` window of an ingested image and its masks.
+//! `center-crop`: the central `size` x `size` window of an image and its masks or label map.
 //!
 //! The simplest per-item transform; it is the second stage of the rerun benchmark, matching the DVC
 //! peer's `crop` stage, and a cheap downstream stage for incrementality tests. Images smaller than the
@@ -75,12 +75,13 @@ impl Stage for CenterCrop {
         out.meta.insert("width".into(), MetaValue::Int(c.width as i64));
         out.meta.insert("height".into(), MetaValue::Int(c.height as i64));
         out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&c) });
-        for (region, p) in inputs.with_prefix("mask:") {
+        // masks and label maps (every other input) are 8-bit PNGs cropped the same way
+        for (role, p) in inputs.files.iter().filter(|(r, _)| r != "image") {
             let m = match png::decode_gray(&png::read_file(p)?, &p.display().to_string(), u64::MAX)? {
                 Gray::U8(t) => t,
-                Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit mask", p.display())),
+                Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit mask or label map", p.display())),
             };
-            out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: png::encode_u8(&crop(&m, self.params.size)) });
+            out.files.push(OutFile { role: role.clone(), ext: "png", bytes: png::encode_u8(&crop(&m, self.params.size)) });
         }
         Ok(out)
     }

@@ -13,6 +13,7 @@ mod ingest_cityscapes;
 mod ingest_dicom;
 mod ingest_png;
 mod masks;
+mod merge_masks;
 mod phantom;
 pub mod png;
 
@@ -28,10 +29,11 @@ pub use center_crop::CenterCrop;
 pub use ingest_cityscapes::IngestCityscapes;
 pub use ingest_dicom::IngestDicom;
 pub use ingest_png::IngestPng;
+pub use merge_masks::MergeMasks;
 pub use phantom::PhantomStage;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "center-crop"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "center-crop"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -240,6 +242,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "ingest-png" => Arc::new(IngestPng::new(parse_params(params)?, ctx)?),
         "ingest-dicom" => Arc::new(IngestDicom::new(parse_params(params)?, ctx)?),
         "ingest-cityscapes" => Arc::new(IngestCityscapes::new(parse_params(params)?, ctx)?),
+        "merge-masks" => Arc::new(MergeMasks::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })

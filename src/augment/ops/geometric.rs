@@ -37,7 +37,7 @@ pub fn rotate<T: Sample>(
     }
     let (sin, cos) = exact_sin_cos(degrees);
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
-    let ctx = Ctx { src: &img.data, labels: &labels.data, w, h, fill, fill_label };
+    let ctx = Ctx { src: &img.data, labels: &labels.data, w, h, fill };
     simd::dispatch(|| {
         let rows = out.data.chunks_exact_mut(w).zip(out_labels.data.chunks_exact_mut(w));
         for (y, (row, lrow)) in rows.enumerate() {
@@ -131,7 +131,6 @@ struct Ctx<'a, T> {
     w: usize,
     h: usize,
     fill: T,
-    fill_label: u8,
 }
 
 /// Interior columns: all four bilinear neighbours and the nearest label exist, so no border logic.
