@@ -8,6 +8,7 @@
 //! - the items it will produce, derived from upstream item ids alone, so a whole run can be planned (and
 //!   `status` answered) without computing anything.
 
+mod balanced_crop;
 mod center_crop;
 mod ingest_cityscapes;
 mod ingest_dicom;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 
+pub use balanced_crop::BalancedCrop;
 pub use center_crop::CenterCrop;
 pub use ingest_cityscapes::IngestCityscapes;
 pub use ingest_dicom::IngestDicom;
@@ -33,7 +35,7 @@ pub use merge_masks::MergeMasks;
 pub use phantom::PhantomStage;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "center-crop"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "balanced-crop", "center-crop"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -243,6 +245,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "ingest-dicom" => Arc::new(IngestDicom::new(parse_params(params)?, ctx)?),
         "ingest-cityscapes" => Arc::new(IngestCityscapes::new(parse_params(params)?, ctx)?),
         "merge-masks" => Arc::new(MergeMasks::new(parse_params(params)?, ctx)?),
+        "balanced-crop" => Arc::new(BalancedCrop::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })

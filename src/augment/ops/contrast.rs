@@ -31,7 +31,7 @@ pub fn linear_stretch<T: Sample>(img: &Plane<T>, low_percentile: f32, high_perce
     if img.data.is_empty() {
         return out;
     }
-    let hist = simd::dispatch(|| histogram(&img.data, T::LEVELS));
+    let hist = simd::dispatch(#[inline(always)] || histogram(&img.data, T::LEVELS));
     let lo = percentile(&hist, img.data.len(), low_percentile);
     let hi = percentile(&hist, img.data.len(), high_percentile);
     if !(hi > lo) {
@@ -39,7 +39,7 @@ pub fn linear_stretch<T: Sample>(img: &Plane<T>, low_percentile: f32, high_perce
     }
     let scale = (T::MAX as f64 / (hi - lo)) as f32;
     let offset = (-lo * T::MAX as f64 / (hi - lo)) as f32;
-    simd::dispatch(|| {
+    simd::dispatch(#[inline(always)] || {
         for p in out.data.iter_mut() {
             *p = T::from_f32_round_clamped(p.to_f32() * scale + offset);
         }
@@ -119,7 +119,7 @@ pub fn clahe<T: Sample>(img: &Plane<T>, tiles: (usize, usize), clip_limit: f32) 
     let (tw, th) = (pw / tx, ph / ty);
     let area = tw * th;
     let clip = if clip_limit > 0.0 { ((clip_limit as f64 * area as f64 / bins as f64) as u32).max(1) } else { 0 };
-    simd::dispatch(|| {
+    simd::dispatch(#[inline(always)] || {
         let hists = tile_histograms(img, (tx, ty), (tw, th), (pw, ph), shift, bins);
         // Per tile, `lut[b]` is the mapping at the top of bin b and `slope[b]` its rise per value within
         // the bin (zero for u8, where a bin is one value): map(v) = lut[b] - slope[b] * (last - r).

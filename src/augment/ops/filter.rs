@@ -23,8 +23,8 @@ pub fn gaussian_blur<T: Sample>(img: &Plane<T>, sigma: f32) -> Plane<T> {
     img.check();
     let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
     let Some(kernel) = Kernel::new(sigma) else { return out };
-    simd::dispatch(|| {
-        blur_rows(img, &kernel, &mut out.data, |_, blurred, o: &mut [T]| {
+    simd::dispatch(#[inline(always)] || {
+        blur_rows(img, &kernel, &mut out.data, #[inline(always)] |_, blurred, o: &mut [T]| {
             for (o, &b) in o.iter_mut().zip(blurred) {
                 *o = T::from_f32_round_clamped(b);
             }
@@ -43,8 +43,8 @@ pub fn unsharp<T: Sample>(img: &Plane<T>, sigma: f32, amount: f32) -> Plane<T> {
     img.check();
     let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
     let Some(kernel) = Kernel::new(sigma) else { return out };
-    simd::dispatch(|| {
-        blur_rows(img, &kernel, &mut out.data, |src, blurred, o: &mut [T]| {
+    simd::dispatch(#[inline(always)] || {
+        blur_rows(img, &kernel, &mut out.data, #[inline(always)] |src, blurred, o: &mut [T]| {
             for ((o, &s), &b) in o.iter_mut().zip(src).zip(blurred) {
                 let s = s.to_f32();
                 *o = T::from_f32_round_clamped(s + amount * (s - b));

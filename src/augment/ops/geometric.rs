@@ -38,7 +38,7 @@ pub fn rotate<T: Sample>(
     let (sin, cos) = exact_sin_cos(degrees);
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
     let ctx = Ctx { src: &img.data, labels: &labels.data, w, h, fill };
-    simd::dispatch(|| {
+    simd::dispatch(#[inline(always)] || {
         let rows = out.data.chunks_exact_mut(w).zip(out_labels.data.chunks_exact_mut(w));
         for (y, (row, lrow)) in rows.enumerate() {
             // Inverse mapping of output (x, y): source = R^-1 (x - cx, y - cy) + c, affine in x.
@@ -63,13 +63,16 @@ pub fn mirror<T: Copy>(img: &Plane<T>, labels: &Plane<u8>, horizontal: bool) -> 
     img.check();
     labels.check();
     assert_eq!((img.width, img.height), (labels.width, labels.height), "image and labels differ in size");
-    let out = Plane { width: img.width, height: img.height, data: mirror_data(&img.data, img.width, horizontal) };
-    let out_labels =
-        Plane { width: img.width, height: img.height, data: mirror_data(&labels.data, img.width, horizontal) };
-    (out, out_labels)
+    let (w, h) = (img.width, img.height);
+    simd::dispatch(#[inline(always)] || {
+        let out = Plane { width: w, height: h, data: mirror_data(&img.data, w, horizontal) };
+        let out_labels = Plane { width: w, height: h, data: mirror_data(&labels.data, w, horizontal) };
+        (out, out_labels)
+    })
 }
 
 /// The mirrored copy of a `w`-wide row-major buffer.
+#[inline(always)]
 fn mirror_data<T: Copy>(src: &[T], w: usize, horizontal: bool) -> Vec<T> {
     if w == 0 {
         return Vec::new();

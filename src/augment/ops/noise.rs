@@ -24,7 +24,7 @@ pub fn gaussian_noise<T: Sample>(img: &Plane<T>, sigma_fraction: f32, rng: &mut 
     let mut gen = NormalLanes::from_seed(rng.next_u64(), rng.next_u64());
     let sigma = sigma_fraction * T::MAX;
     let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
-    simd::dispatch(|| {
+    simd::dispatch(#[inline(always)] || {
         let mut normals = [0f32; BLOCK];
         let mut dst = out.data.chunks_exact_mut(BLOCK);
         for chunk in &mut dst {
