@@ -51,10 +51,11 @@ fn one_changed_png_is_exactly_one_stale_item() {
     assert_eq!(ing["stale_items"][0]["item"], "B_3620_1.RIGHT_MLO");
     assert_eq!(stage(&st, "merge")["reasons"], serde_json::json!({"upstream changed": 1}));
     assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"upstream changed": 4}));
-    assert_eq!(st["stale"], 6);
+    assert_eq!(stage(&st, "split")["reasons"], serde_json::json!({"upstream changed": 1}), "the one assignment item");
+    assert_eq!(st["stale"], 7);
 
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!((stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64(), r["computed"].as_u64()), (Some(1), Some(4), Some(6)), "{r}");
+    assert_eq!((stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64(), r["computed"].as_u64()), (Some(1), Some(4), Some(7)), "{r}");
 
     // touching a file without changing its content changes nothing (keys are content hashes)
     let bytes = std::fs::read(&victim).unwrap();
@@ -73,7 +74,7 @@ fn one_changed_png_is_exactly_one_stale_item() {
     let st = go(&["status", ps, "--workspace", wss, "--json"]);
     assert_eq!((stage(&st, "ingest")["items"].as_u64(), stage(&st, "ingest")["stale"].as_u64(), stage(&st, "merge")["stale"].as_u64()), (Some(61), Some(0), Some(0)), "{st}");
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!(r["computed"], 4);
+    assert_eq!(r["computed"], 5, "its 4 crops and the split assignment");
     assert_eq!(manifest_rows(&ws, "crop").len(), 244);
     // different pixels: a new item, computed alone
     let mut img = image::open(src.join("images/Z_new.png")).unwrap().to_luma8();
@@ -82,5 +83,5 @@ fn one_changed_png_is_exactly_one_stale_item() {
     let st = go(&["status", ps, "--workspace", wss, "--json"]);
     assert_eq!(stage(&st, "ingest")["reasons"], serde_json::json!({"source changed": 1}));
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!(r["computed"], 6);
+    assert_eq!(r["computed"], 7);
 }

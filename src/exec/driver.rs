@@ -94,10 +94,12 @@ impl Driver {
         for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_))) {
             let mut files: Vec<(String, String)> = it.sources.iter().map(|(r, p)| (r.clone(), p.to_string_lossy().into_owned())).collect();
             let mut upstream_failed = None;
+            let mut upstream_meta = Vec::with_capacity(it.upstream.len());
             let prefixed = it.upstream.len() > 1;
             for (n, (s, item)) in it.upstream.iter().enumerate() {
                 match self.latest.get(s).and_then(|m| m.get(item)) {
                     Some(r) if r.status == Status::Ok => {
+                        upstream_meta.push((item.clone(), r.meta.clone()));
                         for o in &r.outputs {
                             let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
                             files.push((role, self.ws.root.join(&o.file).to_string_lossy().into_owned()));
@@ -121,6 +123,7 @@ impl Driver {
                 key_inputs: it.key_inputs.clone(),
                 files,
                 upstream_failed,
+                upstream_meta,
             });
         }
         if !tasks.is_empty() {

@@ -32,6 +32,8 @@ pub struct Task {
     pub files: Vec<(String, String)>,
     /// Set when an upstream item failed: the item fails with this message without running.
     pub upstream_failed: Option<String>,
+    /// Metadata of the upstream items, `(item id, columns)`.
+    pub upstream_meta: Vec<(String, std::collections::BTreeMap<String, crate::stages::MetaValue>)>,
 }
 
 /// A finished task: stage index and record.
@@ -44,7 +46,10 @@ pub fn compute(pipeline: &Pipeline, ws: &Workspace, task: Task) -> Done {
     let result: Result<Vec<OutputRef>, String> = match &task.upstream_failed {
         Some(msg) => Err(msg.clone()),
         None => {
-            let inputs = ItemInputs { files: task.files.iter().map(|(r, p)| (r.clone(), PathBuf::from(p))).collect() };
+            let inputs = ItemInputs {
+                files: task.files.iter().map(|(r, p)| (r.clone(), PathBuf::from(p))).collect(),
+                meta: task.upstream_meta.clone(),
+            };
             match std::panic::catch_unwind(AssertUnwindSafe(|| stage.compute(&task.item, &inputs))) {
                 Err(p) => Err(format!(
                     "stage panicked: {}",

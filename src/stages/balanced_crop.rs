@@ -130,7 +130,7 @@ impl Stage for BalancedCrop {
         "balanced-crop"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn arity(&self) -> Arity {
         Arity::Exactly(1)
@@ -175,6 +175,9 @@ impl Stage for BalancedCrop {
         let crop_lab = cut(&labels, x0, y0, size, self.params.pad_label);
         let mut out = ItemOutput::default();
         out.meta.insert("source".into(), MetaValue::Str(src.to_string()));
+        if let Some(subject) = inputs.upstream_meta("subject") {
+            out.meta.insert("subject".into(), subject.clone());
+        }
         out.meta.insert("size".into(), MetaValue::Int(size as i64));
         out.meta.insert("x0".into(), MetaValue::Int(x0));
         out.meta.insert("y0".into(), MetaValue::Int(y0));

@@ -33,11 +33,14 @@ pub struct Params {
     pub regions: Vec<String>,
     /// Refuse images with more pixels than this (checked before decoding).
     pub max_pixels: u64,
+    /// How to tell an image's subject (woman) from its id: `id`, `mias-pairs` or a regex with a capture
+    /// group (see [`super::subject`]).
+    pub subject: String,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: 400_000_000 }
+        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: 400_000_000, subject: "id".into() }
     }
 }
 
@@ -45,6 +48,7 @@ impl Default for Params {
 pub struct IngestPng {
     params: Params,
     root: Option<PathBuf>,
+    subject: super::subject::SubjectRule,
 }
 
 impl IngestPng {
@@ -54,7 +58,8 @@ impl IngestPng {
         if !params.masks.contains("{stem}") || (!params.regions.is_empty() && !params.masks.contains("{region}")) {
             return Err(ParamError::at("masks", "the mask pattern must contain `{stem}` and `{region}`"));
         }
-        Ok(IngestPng { params, root })
+        let subject = super::subject::SubjectRule::parse(&params.subject).map_err(|m| ParamError::at("subject", m))?;
+        Ok(IngestPng { params, root, subject })
     }
 
     fn folder_items(&self, root: &std::path::Path) -> Result<Vec<ItemSpec>> {
@@ -89,14 +94,14 @@ impl Stage for IngestPng {
         "ingest-png"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn arity(&self) -> Arity {
         Arity::ZeroOrOne
     }
     fn params(&self) -> serde_json::Value {
         // `root`, `images` and `masks` only say where sources are; sources enter keys by content.
-        serde_json::json!({ "regions": self.params.regions, "max_pixels": self.params.max_pixels })
+        serde_json::json!({ "regions": self.params.regions, "max_pixels": self.params.max_pixels, "subject": self.params.subject })
     }
 
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
@@ -108,7 +113,7 @@ impl Stage for IngestPng {
         }
     }
 
-    fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
+    fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let image_path = inputs.file("image")?;
         let what = image_path.display().to_string();
         let bytes = png::read_file(image_path)?;
@@ -119,6 +124,7 @@ impl Stage for IngestPng {
         let (min, max) = img.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let mut out = ItemOutput::default();
         super::masks::ingest_masks(inputs, &self.params.regions, (img.width, img.height), &what, self.params.max_pixels, &mut out)?;
+        out.meta.insert("subject".into(), MetaValue::Str(self.subject.subject(id)?));
         out.meta.insert("width".into(), MetaValue::Int(img.width as i64));
         out.meta.insert("height".into(), MetaValue::Int(img.height as i64));
         out.meta.insert("source_bits".into(), MetaValue::Int(bits));

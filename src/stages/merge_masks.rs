@@ -82,7 +82,7 @@ impl Stage for MergeMasks {
         "merge-masks"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn arity(&self) -> Arity {
         Arity::Exactly(1)
@@ -132,6 +132,9 @@ impl Stage for MergeMasks {
         for c in &self.table.classes {
             let n = labels.iter().filter(|&&l| l == c.id).count();
             out.meta.insert(format!("px_{}", c.name), MetaValue::Int(n as i64));
+        }
+        if let Some(subject) = inputs.upstream_meta("subject") {
+            out.meta.insert("subject".into(), subject.clone());
         }
         out.meta.insert("width".into(), MetaValue::Int(w as i64));
         out.meta.insert("height".into(), MetaValue::Int(h as i64));

@@ -17,6 +17,8 @@ mod masks;
 mod merge_masks;
 mod phantom;
 pub mod png;
+pub mod subject;
+mod split;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,9 +35,10 @@ pub use ingest_dicom::IngestDicom;
 pub use ingest_png::IngestPng;
 pub use merge_masks::MergeMasks;
 pub use phantom::PhantomStage;
+pub use split::Split;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "balanced-crop", "center-crop"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "balanced-crop", "center-crop"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -168,6 +171,9 @@ pub struct ItemSpec {
 pub struct ItemInputs {
     /// `(role, absolute path)`.
     pub files: Vec<(String, PathBuf)>,
+    /// The manifest metadata of each upstream item, `(item id, columns)`, in input order: how values
+    /// such as `subject` travel down the pipeline.
+    pub meta: Vec<(String, BTreeMap<String, MetaValue>)>,
 }
 
 impl ItemInputs {
@@ -179,6 +185,11 @@ impl ItemInputs {
             .map(|(_, p)| p.as_path())
             .ok_or_else(|| crate::item_err!("input `{role}` is missing"))
     }
+    /// A metadata value of the (first) upstream item.
+    pub fn upstream_meta(&self, name: &str) -> Option<&MetaValue> {
+        self.meta.first().and_then(|(_, m)| m.get(name))
+    }
+
     /// All files whose role starts with `prefix`, with the prefix removed.
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Path)> + 'a {
         self.files.iter().filter_map(move |(r, p)| r.strip_prefix(prefix).map(|s| (s, p.as_path())))
@@ -245,6 +256,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "ingest-dicom" => Arc::new(IngestDicom::new(parse_params(params)?, ctx)?),
         "ingest-cityscapes" => Arc::new(IngestCityscapes::new(parse_params(params)?, ctx)?),
         "merge-masks" => Arc::new(MergeMasks::new(parse_params(params)?, ctx)?),
+        "split" => Arc::new(Split::new(parse_params(params)?, ctx)?),
         "balanced-crop" => Arc::new(BalancedCrop::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),

@@ -76,9 +76,6 @@ impl Kernel {
     }
 }
 
-/// Columns processed together in the vertical and horizontal passes (one AVX2 register of `f32`).
-const LANES: usize = 8;
-
 /// Blurs `img` row by row; for each output row calls `emit(source_row, blurred_row, output_row)`.
 #[inline(always)]
 fn blur_rows<T: Sample>(
@@ -97,7 +94,7 @@ fn blur_rows<T: Sample>(
     let mut converted = 0usize; // source rows [0, converted) have been put in the ring
     let mut padded = vec![0f32; w + 2 * r];
     let mut row_sum = vec![0f32; w];
-    let mut window: Vec<usize> = vec![0; taps]; // ring slot of source row clamp(y - r + i)
+    let mut window: Vec<usize> = vec![0; taps]; // start of each tap's row in the ring / padded row
     for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
         let last = (y + r).min(h - 1);
         while converted <= last {
@@ -107,71 +104,74 @@ fn blur_rows<T: Sample>(
             }
             converted += 1;
         }
-        for (i, win) in window.iter_mut().enumerate() {
-            let sy = (y + i).saturating_sub(r).min(h - 1);
-            *win = (sy % slots) * w;
+        // Vertical: rows clamp(y - r + i), i = 0..taps, straight into the middle of the padded row.
+        for (i, start) in window.iter_mut().enumerate() {
+            *start = ((y + i).saturating_sub(r).min(h - 1) % slots) * w;
         }
-        vertical(&ring, &window, &k.w, w, &mut padded[r..r + w]);
+        symmetric_sum(&mut padded[r..r + w], &ring, &window, &k.w);
         let (first, last) = (padded[r], padded[r + w - 1]);
         padded[..r].fill(first);
         padded[r + w..].fill(last);
-        horizontal(&padded, &k.w, &mut row_sum);
+        // Horizontal: the taps are the padded row shifted by -r..=r.
+        for (i, start) in window.iter_mut().enumerate() {
+            *start = i;
+        }
+        symmetric_sum(&mut row_sum, &padded, &window, &k.w);
         emit(img.row(y), &row_sum, out_row);
     }
 }
 
-/// `dst[x] = w0 * row_r[x] + sum_k wk * (row_{r-k}[x] + row_{r+k}[x])`, rows given as ring offsets.
+/// `acc[x] = wts[0] * src(r)[x] + sum_k wts[k] * (src(r-k)[x] + src(r+k)[x])` where tap `i`'s row is
+/// `src(i) = &base[starts[i]..][..acc.len()]` and `starts.len() == 2r + 1`.
+///
+/// The pairs are streamed in groups of up to three per pass over `acc`, so each pass is a loop over
+/// zipped slices (no bounds checks, vectorised) that loads and stores `acc` once for three taps.
 #[inline(always)]
-fn vertical(ring: &[f32], window: &[usize], wts: &[f32], w: usize, dst: &mut [f32]) {
-    let r = wts.len() - 1;
-    let row = |i: usize| &ring[window[i]..window[i] + w];
-    let centre = row(r);
-    let full = w / LANES * LANES;
-    for x in (0..full).step_by(LANES) {
-        let c: &[f32; LANES] = centre[x..x + LANES].try_into().unwrap();
-        let mut acc = c.map(|v| v * wts[0]);
-        for k in 1..=r {
-            let a: &[f32; LANES] = row(r - k)[x..x + LANES].try_into().unwrap();
-            let b: &[f32; LANES] = row(r + k)[x..x + LANES].try_into().unwrap();
-            for j in 0..LANES {
-                acc[j] += (a[j] + b[j]) * wts[k];
+fn symmetric_sum(acc: &mut [f32], base: &[f32], starts: &[usize], wts: &[f32]) {
+    let (r, n) = (wts.len() - 1, acc.len());
+    let src = |i: usize| &base[starts[i]..][..n];
+    let pair = |k: usize| (src(r - k), src(r + k), wts[k]);
+    let (c, w0) = (src(r), wts[0]);
+    // First pass: the centre and up to two pairs.
+    match r {
+        0 => acc.iter_mut().zip(c).for_each(|(a, &c)| *a = c * w0),
+        1 => {
+            let (u1, d1, w1) = pair(1);
+            for (((a, &c), &u1), &d1) in acc.iter_mut().zip(c).zip(u1).zip(d1) {
+                *a = c * w0 + (u1 + d1) * w1;
             }
         }
-        dst[x..x + LANES].copy_from_slice(&acc);
-    }
-    for x in full..w {
-        let mut acc = centre[x] * wts[0];
-        for k in 1..=r {
-            acc += (row(r - k)[x] + row(r + k)[x]) * wts[k];
-        }
-        dst[x] = acc;
-    }
-}
-
-/// `dst[x] = w0 * p[x+r] + sum_k wk * (p[x+r-k] + p[x+r+k])` over a row padded by `r` each side.
-#[inline(always)]
-fn horizontal(p: &[f32], wts: &[f32], dst: &mut [f32]) {
-    let r = wts.len() - 1;
-    let w = dst.len();
-    let full = w / LANES * LANES;
-    for x in (0..full).step_by(LANES) {
-        let c: &[f32; LANES] = p[x + r..x + r + LANES].try_into().unwrap();
-        let mut acc = c.map(|v| v * wts[0]);
-        for k in 1..=r {
-            let a: &[f32; LANES] = p[x + r - k..x + r - k + LANES].try_into().unwrap();
-            let b: &[f32; LANES] = p[x + r + k..x + r + k + LANES].try_into().unwrap();
-            for j in 0..LANES {
-                acc[j] += (a[j] + b[j]) * wts[k];
+        _ => {
+            let ((u1, d1, w1), (u2, d2, w2)) = (pair(1), pair(2));
+            for (((((a, &c), &u1), &d1), &u2), &d2) in acc.iter_mut().zip(c).zip(u1).zip(d1).zip(u2).zip(d2) {
+                *a = c * w0 + (u1 + d1) * w1 + (u2 + d2) * w2;
             }
         }
-        dst[x..x + LANES].copy_from_slice(&acc);
     }
-    for x in full..w {
-        let mut acc = p[x + r] * wts[0];
-        for k in 1..=r {
-            acc += (p[x + r - k] + p[x + r + k]) * wts[k];
+    // Further passes: three pairs at a time, then the remainder.
+    let mut k = 3;
+    while k + 2 <= r {
+        let ((u1, d1, w1), (u2, d2, w2), (u3, d3, w3)) = (pair(k), pair(k + 1), pair(k + 2));
+        let zipped = acc.iter_mut().zip(u1).zip(d1).zip(u2).zip(d2).zip(u3).zip(d3);
+        for ((((((a, &u1), &d1), &u2), &d2), &u3), &d3) in zipped {
+            *a += (u1 + d1) * w1 + (u2 + d2) * w2 + (u3 + d3) * w3;
         }
-        dst[x] = acc;
+        k += 3;
+    }
+    match r + 1 - k.min(r + 1) {
+        1 => {
+            let (u1, d1, w1) = pair(k);
+            for ((a, &u1), &d1) in acc.iter_mut().zip(u1).zip(d1) {
+                *a += (u1 + d1) * w1;
+            }
+        }
+        2 => {
+            let ((u1, d1, w1), (u2, d2, w2)) = (pair(k), pair(k + 1));
+            for ((((a, &u1), &d1), &u2), &d2) in acc.iter_mut().zip(u1).zip(d1).zip(u2).zip(d2) {
+                *a += (u1 + d1) * w1 + (u2 + d2) * w2;
+            }
+        }
+        _ => {}
     }
 }
 

@@ -33,7 +33,8 @@
 //! # Conventions
 //!
 //! * [`Plane`] is row-major, single channel, `data.len() == width * height`.
-//! * Rounding from `f32` to a sample is round-half-up with saturation ([`Sample::from_f32_round_clamped`]).
+//! * Rounding from `f32` to a sample is to nearest, ties to even, with saturation
+//!   ([`Sample::from_f32_round_clamped`]), as OpenCV's `saturate_cast`.
 //! * Positive rotation angles turn the image counter-clockwise as displayed (y pointing down), as
 //!   OpenCV's `getRotationMatrix2D` and albumentations do; the centre is `((w-1)/2, (h-1)/2)`.
 
@@ -61,7 +62,8 @@ pub trait Sample: Copy + Send + Sync + 'static {
     const LEVELS: usize;
     /// The sample value as `f32` (exact).
     fn to_f32(self) -> f32;
-    /// The nearest sample to `v`, halves rounded up, saturating at 0 and [`Sample::MAX`] (NaN gives 0).
+    /// The nearest sample to `v`, saturating at 0 and [`Sample::MAX`]; ties round to even (as OpenCV's
+    /// `saturate_cast` and `numpy.rint`); NaN gives 0.
     fn from_f32_round_clamped(v: f32) -> Self;
     /// The sample value as an index into a histogram of [`Sample::LEVELS`] bins.
     fn to_index(self) -> usize;
@@ -76,8 +78,7 @@ impl Sample for u8 {
     }
     #[inline(always)]
     fn from_f32_round_clamped(v: f32) -> Self {
-        // `as` saturates (and maps NaN to 0), so adding 0.5 and truncating rounds half up and clamps.
-        (v + 0.5) as u8
+        round_clamped(v, <Self as Sample>::MAX) as u8
     }
     #[inline(always)]
     fn to_index(self) -> usize {
@@ -94,12 +95,25 @@ impl Sample for u16 {
     }
     #[inline(always)]
     fn from_f32_round_clamped(v: f32) -> Self {
-        (v + 0.5) as u16
+        round_clamped(v, <Self as Sample>::MAX) as u16
     }
     #[inline(always)]
     fn to_index(self) -> usize {
         self as usize
     }
+}
+
+/// `v` clamped to `[0, max]` and rounded to the nearest integer (ties to even), as `u32`.
+///
+/// Written so that it vectorises: compare-and-select clamps (NaN fails `>=` and becomes 0), then adding
+/// 1.5 * 2^23 makes the FPU round to an integer in the low mantissa bits (valid below 2^22). Rust's
+/// saturating `as` casts would instead compile to scalar code with range fix-ups.
+#[inline(always)]
+fn round_clamped(v: f32, max: f32) -> u32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let v = if v >= 0.0 { v } else { 0.0 };
+    let v = if v <= max { v } else { max };
+    (v + MAGIC).to_bits() & 0x003f_ffff
 }
 
 /// Why a [`Plane`] could not be built.

@@ -1,0 +1,181 @@
+//! `split`: subjects (women) to folds, decided on the un-augmented images.
+//!
+//! The study split its 1000 augmented images 70/30 at random, so replicas of one woman could sit on both
+//! sides. Here the unit is the subject: every image of one woman, and so every replica and crop made from
+//! them, lands on the same side. Subjects come from the upstream items' `subject` column (a keyed hash of
+//! PatientID for DICOM, a naming rule for PNG folders).
+//!
+//! The assignment is one item (`assignment`) over all upstream items: subjects are ordered by a keyed
+//! hash of (pipeline seed, subject), then `holdout` puts the first round(train x S) in `train` and the
+//! rest in `val` (so proportions are within one subject of the target), and `kfold` deals them to `folds`
+//! folds in turn (fold sizes differ by at most one subject). Its output is a Parquet table
+//! `subject, fold, item`; the manifest row carries the counts. Augmentation and cropping do not depend
+//! on the assignment, so a changed split never recomputes a replica: training joins crops to folds by
+//! subject.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use crate::error::Result;
+use crate::item_err;
+
+/// How to split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Train / validation hold-out.
+    Holdout,
+    /// k folds.
+    Kfold,
+}
+
+/// Params of `split`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// `holdout` or `kfold`.
+    pub method: Method,
+    /// Hold-out: share of subjects in `train`.
+    pub train: f64,
+    /// k-fold: number of folds.
+    pub folds: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { method: Method::Holdout, train: 0.7, folds: 5 }
+    }
+}
+
+/// The `split` stage.
+pub struct Split {
+    params: Params,
+    seed: u64,
+}
+
+impl Split {
+    /// Builds the stage.
+    pub fn new(params: Params, ctx: &BuildCtx<'_>) -> Result<Self, ParamError> {
+        if !(0.0..=1.0).contains(&params.train) {
+            return Err(ParamError::at("train", format!("train must be between 0 and 1, got {}", params.train)));
+        }
+        if params.method == Method::Kfold && params.folds < 2 {
+            return Err(ParamError::at("folds", "k-fold needs at least 2 folds"));
+        }
+        Ok(Split { params, seed: ctx.seed })
+    }
+}
+
+/// Subject -> fold name.
+pub fn assign(subjects: &[String], method: Method, train: f64, folds: usize, seed: u64) -> BTreeMap<String, String> {
+    let mut order: Vec<(String, &String)> = subjects.iter().map(|s| (blake3::hash(format!("{seed}\u{0}{s}").as_bytes()).to_hex().to_string(), s)).collect();
+    order.sort();
+    order.dedup_by(|a, b| a.1 == b.1);
+    let n = order.len();
+    let n_train = (train * n as f64).round() as usize;
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(rank, (_, s))| {
+            let fold = match method {
+                Method::Holdout if rank < n_train => "train".to_string(),
+                Method::Holdout => "val".to_string(),
+                Method::Kfold => format!("fold{}", rank % folds),
+            };
+            (s.clone(), fold)
+        })
+        .collect()
+}
+
+impl Stage for Split {
+    fn kind(&self) -> &'static str {
+        "split"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn arity(&self) -> Arity {
+        Arity::Exactly(1)
+    }
+    fn params(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "method": self.params.method, "seed": self.seed });
+        match self.params.method {
+            Method::Holdout => v["train"] = self.params.train.into(),
+            Method::Kfold => v["folds"] = self.params.folds.into(),
+        }
+        v
+    }
+    fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
+        let inputs = upstream[0].iter().map(|id| InputSpec::Upstream { upstream: 0, item: id.clone() }).collect();
+        Ok(vec![ItemSpec { id: "assignment".into(), inputs }])
+    }
+    fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
+        let mut items: Vec<(String, String)> = Vec::with_capacity(inputs.meta.len());
+        for (item, meta) in &inputs.meta {
+            match meta.get("subject") {
+                Some(MetaValue::Str(s)) if !s.is_empty() => items.push((item.clone(), s.clone())),
+                _ => return Err(item_err!("upstream item `{item}` has no `subject` column (ingest stages set it; see their `subject` param)")),
+            }
+        }
+        let subjects: Vec<String> = items.iter().map(|(_, s)| s.clone()).collect();
+        let folds = assign(&subjects, self.params.method, self.params.train, self.params.folds, self.seed);
+        items.sort();
+        let fold_of: Vec<&str> = items.iter().map(|(_, s)| folds[s].as_str()).collect();
+        let mut df = DataFrame::new(
+            items.len(),
+            vec![
+                Column::new("subject".into(), items.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>()),
+                Column::new("fold".into(), fold_of.clone()),
+                Column::new("item".into(), items.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>()),
+            ],
+        )
+        .map_err(|e| item_err!("building the assignment table: {e}"))?;
+        let bytes = crate::store::manifest::parquet_bytes(&mut df).map_err(|e| item_err!("writing the assignment table: {e}"))?;
+        let mut out = ItemOutput::default();
+        out.meta.insert("subjects".into(), MetaValue::Int(folds.len() as i64));
+        let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for f in folds.values() {
+            counts.entry(f.as_str()).or_default().0 += 1;
+        }
+        for f in &fold_of {
+            counts.entry(f).or_default().1 += 1;
+        }
+        for (f, (s, i)) in counts {
+            out.meta.insert(format!("subjects_{f}"), MetaValue::Int(s));
+            out.meta.insert(format!("items_{f}"), MetaValue::Int(i));
+        }
+        out.files.push(OutFile { role: "assignment".into(), ext: "parquet", bytes });
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holdout_proportions_within_one_subject_and_kfold_balanced() {
+        for n in [1usize, 2, 3, 7, 10, 33, 100] {
+            let subjects: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+            let a = assign(&subjects, Method::Holdout, 0.7, 5, 42);
+            let train = a.values().filter(|f| *f == "train").count() as f64;
+            assert!((train - 0.7 * n as f64).abs() <= 1.0, "n={n}: {train} in train");
+            let k = assign(&subjects, Method::Kfold, 0.7, 5, 42);
+            let sizes: Vec<usize> = (0..5).map(|f| k.values().filter(|v| **v == format!("fold{f}")).count()).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{sizes:?}");
+        }
+    }
+
+    #[test]
+    fn a_subject_has_one_fold_whatever_its_image_count_and_the_seed_matters() {
+        let subjects: Vec<String> = ["a", "a", "b", "c", "c", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let a = assign(&subjects, Method::Holdout, 0.5, 2, 1);
+        assert_eq!(a.len(), 4, "one entry per subject");
+        let many: Vec<String> = (0..50).map(|i| format!("s{i}")).collect();
+        assert_ne!(assign(&many, Method::Holdout, 0.7, 2, 1), assign(&many, Method::Holdout, 0.7, 2, 2));
+        assert_eq!(assign(&many, Method::Holdout, 0.7, 2, 1), assign(&many, Method::Holdout, 0.7, 2, 1));
+    }
+}
