@@ -5,6 +5,7 @@
 //! exactly what is stale (`plan`), computes it on timely dataflow workers (`exec`) and records it in
 //! Parquet manifests and a content-addressed store (`store`). The CLI (`cli`) is a thin layer on top.
 
+pub mod augment;
 pub mod bench;
 pub mod classes;
 pub mod cli;

@@ -171,6 +171,9 @@ pub fn plan(pipeline: &Pipeline, selected: &[bool], known: &[HashMap<String, Rec
                         key_inputs.push((format!("src:{role}"), env.source_hash(path)));
                         sources.push((role.clone(), path.clone()));
                     }
+                    InputSpec::Value { role, value } => {
+                        key_inputs.push((format!("val:{role}"), crate::hash::hash_bytes(value.as_bytes())));
+                    }
                     InputSpec::Upstream { upstream: u, item } => {
                         let up_stage = *sd.input_idx.get(*u).ok_or_else(|| Error::Execution(format!("stage `{}` names input {u}, which it does not have", sd.id)))?;
                         let k = keys.get(&up_stage).and_then(|m| m.get(item)).ok_or_else(|| {
@@ -229,6 +232,9 @@ fn why_changed(prev: &Record, version: u32, params_hash: &str, inputs: &[(String
     let differs = |(role, h): &&(String, String)| old.get(role.as_str()) != Some(&h.as_str());
     if inputs.iter().filter(|(r, _)| r.starts_with("src:")).any(|x| differs(&x)) {
         return Reason::SourceChanged;
+    }
+    if inputs.iter().filter(|(r, _)| r.starts_with("val:")).any(|x| differs(&x)) {
+        return Reason::ParamsChanged;
     }
     if inputs.iter().any(|x| differs(&x)) || old.len() != inputs.len() {
         return Reason::UpstreamChanged;

@@ -27,7 +27,7 @@ fn one_changed_png_is_exactly_one_stale_item() {
         last_json(&String::from_utf8_lossy(&o.stdout))
     };
     let first = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!((stage(&first, "ingest")["computed"].as_u64(), stage(&first, "merge")["computed"].as_u64(), stage(&first, "crop")["computed"].as_u64()), (Some(60), Some(60), Some(240)), "{first}");
+    assert_eq!((stage(&first, "ingest")["computed"].as_u64(), stage(&first, "merge")["computed"].as_u64(), stage(&first, "crop")["computed"].as_u64()), (Some(60), Some(60), Some(2400)), "{first}");
     assert_eq!(first["failed"], 0);
     let rows = manifest_rows(&ws, "ingest");
     assert_eq!(rows.len(), 60);
@@ -50,12 +50,13 @@ fn one_changed_png_is_exactly_one_stale_item() {
     assert_eq!(ing["reasons"], serde_json::json!({"source changed": 1}));
     assert_eq!(ing["stale_items"][0]["item"], "B_3620_1.RIGHT_MLO");
     assert_eq!(stage(&st, "merge")["reasons"], serde_json::json!({"upstream changed": 1}));
-    assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"upstream changed": 4}));
+    assert_eq!(stage(&st, "augment")["reasons"], serde_json::json!({"upstream changed": 10}));
+    assert_eq!(stage(&st, "crop")["reasons"], serde_json::json!({"upstream changed": 40}));
     assert_eq!(stage(&st, "split")["reasons"], serde_json::json!({"upstream changed": 1}), "the one assignment item");
-    assert_eq!(st["stale"], 7);
+    assert_eq!(st["stale"], 1 + 1 + 1 + 10 + 40);
 
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!((stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64(), r["computed"].as_u64()), (Some(1), Some(4), Some(7)), "{r}");
+    assert_eq!((stage(&r, "ingest")["computed"].as_u64(), stage(&r, "crop")["computed"].as_u64(), r["computed"].as_u64()), (Some(1), Some(40), Some(53)), "{r}");
 
     // touching a file without changing its content changes nothing (keys are content hashes)
     let bytes = std::fs::read(&victim).unwrap();
@@ -69,13 +70,13 @@ fn one_changed_png_is_exactly_one_stale_item() {
         std::fs::copy(src.join(format!("masks/A_0002_1.RIGHT_MLO_{r}.png")), src.join(format!("masks/Z_new_{r}.png"))).unwrap();
     }
     // an exact copy of an existing image has the same key: ingest and merge are cache hits under the new
-    // id; only its crops (whose random draws depend on the item id) are new
+    // id; its replicas and crops (whose random draws depend on the item id) are new
     std::fs::copy(src.join("images/A_0002_1.RIGHT_MLO.png"), src.join("images/Z_new.png")).unwrap();
     let st = go(&["status", ps, "--workspace", wss, "--json"]);
     assert_eq!((stage(&st, "ingest")["items"].as_u64(), stage(&st, "ingest")["stale"].as_u64(), stage(&st, "merge")["stale"].as_u64()), (Some(61), Some(0), Some(0)), "{st}");
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!(r["computed"], 5, "its 4 crops and the split assignment");
-    assert_eq!(manifest_rows(&ws, "crop").len(), 244);
+    assert_eq!(r["computed"], 1 + 10 + 40, "the split assignment, its 10 replicas and 40 crops");
+    assert_eq!(manifest_rows(&ws, "crop").len(), 2440);
     // different pixels: a new item, computed alone
     let mut img = image::open(src.join("images/Z_new.png")).unwrap().to_luma8();
     img.get_pixel_mut(5, 5).0[0] ^= 1;
@@ -83,5 +84,5 @@ fn one_changed_png_is_exactly_one_stale_item() {
     let st = go(&["status", ps, "--workspace", wss, "--json"]);
     assert_eq!(stage(&st, "ingest")["reasons"], serde_json::json!({"source changed": 1}));
     let r = go(&["run", ps, "--workspace", wss, "--json", "--quiet"]);
-    assert_eq!(r["computed"], 7);
+    assert_eq!(r["computed"], 53);
 }

@@ -8,6 +8,7 @@
 //! - the items it will produce, derived from upstream item ids alone, so a whole run can be planned (and
 //!   `status` answered) without computing anything.
 
+mod augment;
 mod balanced_crop;
 mod center_crop;
 mod ingest_cityscapes;
@@ -28,6 +29,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 
+pub use augment::Augment;
 pub use balanced_crop::BalancedCrop;
 pub use center_crop::CenterCrop;
 pub use ingest_cityscapes::IngestCityscapes;
@@ -38,7 +40,7 @@ pub use phantom::PhantomStage;
 pub use split::Split;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "balanced-crop", "center-crop"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -154,6 +156,9 @@ pub enum InputSpec {
     Upstream { upstream: usize, item: String },
     /// A source file, hashed by content; `role` names it for the stage (`image`, `mask:fibroglandular`).
     Source { role: String, path: PathBuf },
+    /// A per-item setting (one augmentation recipe, say), hashed into this item's key only, so changing
+    /// it recomputes exactly the items that use it.
+    Value { role: String, value: String },
 }
 
 /// An item a stage will produce.
@@ -257,6 +262,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "ingest-cityscapes" => Arc::new(IngestCityscapes::new(parse_params(params)?, ctx)?),
         "merge-masks" => Arc::new(MergeMasks::new(parse_params(params)?, ctx)?),
         "split" => Arc::new(Split::new(parse_params(params)?, ctx)?),
+        "augment" => Arc::new(Augment::new(parse_params(params)?, ctx)?),
         "balanced-crop" => Arc::new(BalancedCrop::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),

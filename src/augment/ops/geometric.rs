@@ -7,12 +7,13 @@
 //! one samples through a per-pixel closure over `image` buffers, is several times slower (see the timing
 //! test) and would compute the mapping twice for image and labels.
 
-use super::{simd, Plane, Sample};
+use super::{floor_clamped, simd, Plane, Sample};
 
 /// Rotates `img` and `labels` by `degrees` about the image centre `((w-1)/2, (h-1)/2)`, keeping the size.
 ///
 /// Positive angles turn the content counter-clockwise as displayed (OpenCV / albumentations convention).
-/// The image is sampled bilinearly, the labels by nearest neighbour (halves rounded up); output pixels
+/// The image is sampled bilinearly, the labels by nearest neighbour (halves
+/// rounded up); output pixels
 /// whose source lies outside the image take `fill` / `fill_label` (bilinear samples straddling the edge
 /// blend with `fill`, as OpenCV's constant border does). Angles that are multiples of 90 degrees use an
 /// exact rotation matrix, so they move whole pixels on square images.
@@ -37,19 +38,34 @@ pub fn rotate<T: Sample>(
     }
     let (sin, cos) = exact_sin_cos(degrees);
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+    let small_enough = w * h < (1 << 31) && w.max(h) < (1 << 22); // see `row_interior`
     let ctx = Ctx { src: &img.data, labels: &labels.data, w, h, fill };
-    simd::dispatch(#[inline(always)] || {
-        let rows = out.data.chunks_exact_mut(w).zip(out_labels.data.chunks_exact_mut(w));
-        for (y, (row, lrow)) in rows.enumerate() {
-            // Inverse mapping of output (x, y): source = R^-1 (x - cx, y - cy) + c, affine in x.
+    // Per row: the inverse mapping x -> (ax x + bx, ay x + by) and its interior columns [lo, hi).
+    let rows: Vec<RowMap> = (0..h)
+        .map(|y| {
+            // source = R^-1 (x - cx, y - cy) + c
             let dy = y as f64 - cy;
             let (ax, bx) = (cos, cx - cos * cx - sin * dy);
             let (ay, by) = (sin, cy - sin * cx + cos * dy);
-            let (lo, hi) = interior_range(ax, bx, ay, by, w, h);
-            let (ax, bx, ay, by) = (ax as f32, bx as f32, ay as f32, by as f32);
-            row_general(&ctx, row, lrow, 0..lo, (ax, bx, ay, by));
-            row_interior(&ctx, &mut row[lo..hi], &mut lrow[lo..hi], lo, (ax, bx, ay, by));
-            row_general(&ctx, row, lrow, hi..w, (ax, bx, ay, by));
+            let (lo, hi) = if small_enough { interior_range(ax, bx, ay, by, w, h) } else { (0, 0) };
+            RowMap { coef: (ax as f32, bx as f32, ay as f32, by as f32), lo, hi }
+        })
+        .collect();
+    simd::dispatch(#[inline(always)] || {
+        // Output tiles of TILE_H x TILE_W keep the source footprint (image and labels) in L1.
+        let bands = out.data.chunks_mut(TILE_H * w).zip(out_labels.data.chunks_mut(TILE_H * w));
+        for (band, (obuf, lbuf)) in bands.enumerate() {
+            for x0 in (0..w).step_by(TILE_W) {
+                let x1 = (x0 + TILE_W).min(w);
+                let rows_of_band = obuf.chunks_exact_mut(w).zip(lbuf.chunks_exact_mut(w));
+                for ((row, lrow), m) in rows_of_band.zip(&rows[band * TILE_H..]) {
+                    let (lo, hi) = (m.lo.clamp(x0, x1), m.hi.clamp(x0, x1));
+                    let (lo, hi) = (lo, hi.max(lo));
+                    row_general(&ctx, row, lrow, x0..lo, m.coef);
+                    row_interior(&ctx, &mut row[lo..hi], &mut lrow[lo..hi], lo, m.coef);
+                    row_general(&ctx, row, lrow, hi..x1, m.coef);
+                }
+            }
         }
     });
     (out, out_labels)
@@ -77,17 +93,21 @@ fn mirror_data<T: Copy>(src: &[T], w: usize, horizontal: bool) -> Vec<T> {
     if w == 0 {
         return Vec::new();
     }
-    let mut dst = Vec::with_capacity(src.len());
     if horizontal {
-        for row in src.chunks_exact(w) {
-            dst.extend(row.iter().rev());
+        // A copy reversed in place: `slice::reverse` is vectorised for every element size, an iterator
+        // reversal into a new vector is not (byte by byte for u8).
+        let mut dst = src.to_vec();
+        for row in dst.chunks_exact_mut(w) {
+            row.reverse();
         }
+        dst
     } else {
+        let mut dst = Vec::with_capacity(src.len());
         for row in src.chunks_exact(w).rev() {
             dst.extend_from_slice(row);
         }
+        dst
     }
-    dst
 }
 
 /// `(sin, cos)` of `degrees`, exact (0 and +-1) for multiples of 90 degrees.
@@ -127,6 +147,17 @@ fn interior_range(ax: f64, bx: f64, ay: f64, by: f64, w: usize, h: usize) -> (us
     }
 }
 
+/// Output tile height and width of the rotation loop.
+const TILE_H: usize = 32;
+const TILE_W: usize = 128;
+
+/// One output row's inverse mapping `(ax, bx, ay, by)` and interior columns `[lo, hi)`.
+struct RowMap {
+    coef: (f32, f32, f32, f32),
+    lo: usize,
+    hi: usize,
+}
+
 /// What the row kernels read.
 struct Ctx<'a, T> {
     src: &'a [T],
@@ -136,8 +167,15 @@ struct Ctx<'a, T> {
     fill: T,
 }
 
+/// Output pixels handled per stage in [`row_interior`].
+const CHUNK: usize = 64;
+
 /// Interior columns: all four bilinear neighbours and the nearest label exist, so no border logic.
 /// `row[i]` is output column `x0 + i`.
+///
+/// Three stages per chunk of [`CHUNK`] pixels, so that only the gathers are scalar: (a) source
+/// coordinates, indices and weights (vectorised), (b) the gathers of four neighbours and one label per
+/// pixel (one bounds check per neighbour pair), (c) the interpolation and rounding (vectorised).
 #[inline(always)]
 fn row_interior<T: Sample>(
     c: &Ctx<'_, T>,
@@ -146,28 +184,50 @@ fn row_interior<T: Sample>(
     x0: usize,
     (ax, bx, ay, by): (f32, f32, f32, f32),
 ) {
-    let (w, h) = (c.w, c.h);
-    let (src, labels) = (c.src, c.labels);
-    for (i, (o, lo)) in row.iter_mut().zip(lrow.iter_mut()).enumerate() {
-        let x = (x0 + i) as f32;
-        let sx = ax * x + bx;
-        let sy = ay * x + by;
-        // Clamping keeps every index in bounds whatever `interior_range` said; inside the range it is a no-op.
-        let ix = (sx as usize).min(w - 2);
-        let iy = (sy as usize).min(h - 2);
-        let fx = sx - ix as f32;
-        let fy = sy - iy as f32;
-        let i00 = iy * w + ix;
-        let p00 = src[i00].to_f32();
-        let p01 = src[i00 + 1].to_f32();
-        let p10 = src[i00 + w].to_f32();
-        let p11 = src[i00 + w + 1].to_f32();
-        let top = p00 + fx * (p01 - p00);
-        let bot = p10 + fx * (p11 - p10);
-        *o = T::from_f32_round_clamped(top + fy * (bot - top));
-        let lx = ((sx + 0.5) as usize).min(w - 1);
-        let ly = ((sy + 0.5) as usize).min(h - 1);
-        *lo = labels[ly * w + lx];
+    // `rotate` only calls this when w * h < 2^31 and w, h < 2^22, so u32 indices cannot overflow and
+    // `floor_clamped` applies.
+    let w = c.w as u32;
+    let (xmax, ymax) = ((c.w - 1) as f32, (c.h - 1) as f32);
+    let (src, labels, stride) = (c.src, c.labels, c.w);
+    let mut idx = [0u32; CHUNK];
+    let mut lidx = [0u32; CHUNK];
+    let mut fx = [0f32; CHUNK];
+    let mut fy = [0f32; CHUNK];
+    // Neighbour pairs (x, x+1) of the top and bottom source rows, gathered as one load each.
+    let mut top = [[c.fill; 2]; CHUNK];
+    let mut bot = [[c.fill; 2]; CHUNK];
+    for (k, (orow, olrow)) in row.chunks_mut(CHUNK).zip(lrow.chunks_mut(CHUNK)).enumerate() {
+        let n = orow.len();
+        let base = (x0 + k * CHUNK) as i32;
+        // (a) coordinates. Clamping keeps every index in bounds whatever `interior_range` said; inside
+        // the range it changes nothing. The nearest label is the neighbour whose weight is >= 1/2.
+        let coords = idx[..n].iter_mut().zip(&mut lidx[..n]).zip(&mut fx[..n]).zip(&mut fy[..n]);
+        for (j, (((i, li), fx), fy)) in coords.enumerate() {
+            let x = (base + j as i32) as f32;
+            let (sx, sy) = (ax * x + bx, ay * x + by);
+            let ix = floor_clamped(sx, xmax - 1.0);
+            let iy = floor_clamped(sy, ymax - 1.0);
+            *fx = sx - ix as f32;
+            *fy = sy - iy as f32;
+            *i = iy * w + ix;
+            *li = *i + (*fx >= 0.5) as u32 + if *fy >= 0.5 { w } else { 0 };
+        }
+        // (b) gathers
+        let gathers = idx[..n].iter().zip(&lidx[..n]).zip(olrow.iter_mut());
+        for (((&i, &li), l), (t, b)) in gathers.zip(top.iter_mut().zip(bot.iter_mut())) {
+            let q = &src[i as usize..][..stride + 2]; // one bounds check for the four neighbours
+            t.copy_from_slice(&q[..2]); // a 2-sample memcpy: one load and one store
+            b.copy_from_slice(&q[stride..]);
+            *l = labels[li as usize];
+        }
+        // (c) interpolation
+        let vals = top.iter().zip(bot.iter());
+        for (((o, &fx), &fy), (&[a, b], &[cc, d])) in orow.iter_mut().zip(&fx[..n]).zip(&fy[..n]).zip(vals) {
+            let (a, b, cc, d) = (a.to_f32(), b.to_f32(), cc.to_f32(), d.to_f32());
+            let top = a + fx * (b - a);
+            let bot = cc + fx * (d - cc);
+            *o = T::from_f32_round_clamped(top + fy * (bot - top));
+        }
     }
 }
 
@@ -202,7 +262,7 @@ fn row_general<T: Sample>(
         let top = p00 + fx * (p01 - p00);
         let bot = p10 + fx * (p11 - p10);
         row[x] = T::from_f32_round_clamped(top + fy * (bot - top));
-        let (lx, ly) = ((sx + 0.5).floor() as isize, (sy + 0.5).floor() as isize);
+        let (lx, ly) = (ix + (fx >= 0.5) as isize, iy + (fy >= 0.5) as isize);
         if lx >= 0 && ly >= 0 && lx < w && ly < h {
             lrow[x] = c.labels[(ly * w + lx) as usize];
         }

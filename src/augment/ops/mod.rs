@@ -116,6 +116,18 @@ fn round_clamped(v: f32, max: f32) -> u32 {
     (v + MAGIC).to_bits() & 0x003f_ffff
 }
 
+/// `floor(v)` of `v` clamped to `[0, max]` (NaN gives 0), for `max < 2^22`; vectorises like
+/// [`round_clamped`] (round to nearest with the 1.5 * 2^23 trick, then step down where that went up).
+#[inline(always)]
+pub(crate) fn floor_clamped(v: f32, max: f32) -> u32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = if v >= 0.0 { v } else { 0.0 };
+    let v = if v <= max { v } else { max };
+    let t = v + MAGIC;
+    let nearest = t.to_bits() & 0x003f_ffff;
+    nearest - ((t - MAGIC) > v) as u32
+}
+
 /// Why a [`Plane`] could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlaneError {

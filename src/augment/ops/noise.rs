@@ -48,7 +48,7 @@ fn add_noise<T: Sample>(px: &mut [T], normals: &[f32], sigma: f32) {
 }
 
 /// Lanes of the generator.
-const LANES: usize = 8;
+const LANES: usize = 32;
 /// Normals produced per step (two per lane).
 const BLOCK: usize = 2 * LANES;
 

@@ -25,6 +25,14 @@ pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
         let allowed = !FORCE_BASELINE.load(Ordering::Relaxed);
         #[cfg(not(test))]
         let allowed = true;
+        if allowed
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: `avx512` only requires the instruction sets detected just above.
+            return unsafe { avx512(f) };
+        }
         if allowed && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: `avx2` only requires the AVX2 instruction set, detected just above.
             return unsafe { avx2(f) };
@@ -37,5 +45,12 @@ pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// `f()` compiled with AVX-512 (F, BW, VL) available to everything inlined into it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
