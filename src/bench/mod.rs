@@ -2,6 +2,7 @@
 //! tests. Each prints our figure beside the peer's measured in the same run, when the peer's Python is
 //! available (`MAMMOFLOW_PEERS_PYTHON`, a venv's `python`), and `null` otherwise.
 
+mod augment;
 mod dicom;
 mod peer;
 mod rerun;
@@ -54,13 +55,14 @@ pub struct BenchOptions {
 }
 
 /// Benchmark names.
-pub const NAMES: &[&str] = &["rerun", "dicom"];
+pub const NAMES: &[&str] = &["rerun", "dicom", "augment"];
 
 /// Runs a benchmark by name.
 pub fn run(name: &str, opts: &BenchOptions) -> anyhow::Result<Report> {
     match name {
         "rerun" => rerun::run(opts),
         "dicom" => dicom::run(opts),
+        "augment" => augment::run(opts),
         other => anyhow::bail!(
             "unknown benchmark `{other}` (known: {}){}",
             NAMES.join(", "),

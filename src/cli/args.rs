@@ -109,7 +109,7 @@ pub struct GcArgs {
 /// `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark name: rerun, dicom.
+    /// Benchmark name: rerun, dicom, augment.
     pub name: String,
     /// Print a JSON object as the last line of stdout.
     #[arg(long)]

@@ -111,45 +111,51 @@ pub fn clahe<T: Sample>(img: &Plane<T>, tiles: (usize, usize), clip_limit: f32) 
     if w == 0 || h == 0 {
         return out;
     }
-    // 8-bit: OpenCV's 256 bins. 16-bit: 4096 bins of 16 values each.
-    let shift: u32 = if T::LEVELS <= 256 { 0 } else { (T::LEVELS / 4096).trailing_zeros() };
-    let bins = T::LEVELS >> shift;
+    let (shift, bins) = (bin_shift::<T>(), T::LEVELS >> bin_shift::<T>());
     // Padded size and tile size as OpenCV: pad only when the grid does not divide the image.
     let (pw, ph) = (if w % tx == 0 { w } else { w + tx - w % tx }, if h % ty == 0 { h } else { h + ty - h % ty });
     let (tw, th) = (pw / tx, ph / ty);
     let area = tw * th;
     let clip = if clip_limit > 0.0 { ((clip_limit as f64 * area as f64 / bins as f64) as u32).max(1) } else { 0 };
     simd::dispatch(#[inline(always)] || {
-        let hists = tile_histograms(img, (tx, ty), (tw, th), (pw, ph), shift, bins);
-        // Per tile, `lut[b]` is the mapping at the top of bin b and `slope[b]` its rise per value within
-        // the bin (zero for u8, where a bin is one value): map(v) = lut[b] - slope[b] * (last - r).
+        let hists = tile_histograms(img, (tx, ty), (tw, th), (pw, ph));
+        // Per tile and bin b: `[map, slope]`, the mapping at the top of bin b and its rise per value
+        // within the bin (zero for u8, where a bin is one value), so map(v) = map - slope * (last - v).
         let scale = T::MAX / area as f32;
-        let mut lut = vec![0f32; tx * ty * bins];
-        let mut slope = vec![0f32; if shift == 0 { 0 } else { tx * ty * bins }];
-        for (t, hist) in hists.chunks_exact(bins).enumerate() {
-            let mut hist = hist.to_vec();
+        let per_value = scale / (1u32 << shift) as f32;
+        let mut maps = vec![[0f32; 2]; tx * ty * bins];
+        let mut hist = vec![0u32; bins];
+        for (t, tile_maps) in maps.chunks_exact_mut(bins).enumerate() {
+            hist.copy_from_slice(&hists[t * bins..][..bins]);
             if clip > 0 {
                 clip_and_redistribute(&mut hist, clip);
             }
             let mut sum = 0u32;
-            let lut = &mut lut[t * bins..][..bins];
-            for (l, &c) in lut.iter_mut().zip(&hist) {
+            for (m, &c) in tile_maps.iter_mut().zip(&hist) {
                 sum += c;
-                *l = sum as f32 * scale;
-                if shift == 0 {
-                    *l = T::from_f32_round_clamped(*l).to_f32(); // OpenCV stores the 8-bit LUT rounded
-                }
-            }
-            if shift > 0 {
-                let per_value = scale / (1u32 << shift) as f32;
-                for (s, &c) in slope[t * bins..][..bins].iter_mut().zip(&hist) {
-                    *s = c as f32 * per_value;
-                }
+                let top = sum as f32 * scale;
+                *m = if shift == 0 {
+                    [T::from_f32_round_clamped(top).to_f32(), 0.0] // OpenCV stores the 8-bit LUT rounded
+                } else {
+                    [top, c as f32 * per_value]
+                };
             }
         }
-        interpolate(img, &mut out.data, &lut, &slope, (tx, ty), (tw, th), shift, bins);
+        interpolate(img, &mut out.data, &maps, (tx, ty), (tw, th));
     });
     out
+}
+
+/// Histogram bins are sample values shifted right by this: 8-bit keeps OpenCV's 256 bins, 16-bit uses
+/// 4096 bins of 16 values. A function of `T` only, so the kernels see it as a constant (values captured
+/// by the SIMD-dispatched closure would not be).
+#[inline(always)]
+fn bin_shift<T: Sample>() -> u32 {
+    if T::LEVELS <= 256 {
+        0
+    } else {
+        (T::LEVELS / 4096).trailing_zeros()
+    }
 }
 
 /// Reflect-101 index into `0..n` (OpenCV's `BORDER_REFLECT_101`), valid for any overshoot.
@@ -173,38 +179,46 @@ fn tile_histograms<T: Sample>(
     (tx, ty): (usize, usize),
     (tw, th): (usize, usize),
     (pw, ph): (usize, usize),
-    shift: u32,
-    bins: usize,
 ) -> Vec<u32> {
+    let (shift, bins) = (bin_shift::<T>(), T::LEVELS >> bin_shift::<T>());
     let w = img.width;
-    let mut hists = vec![0u32; tx * ty * bins];
-    // Two sub-histograms per tile (even and odd columns) break dependency chains on equal values.
-    let mut odd = vec![0u32; tx * bins];
+    let mask = bins - 1; // a power of two; masking lets the compiler drop the bounds checks
+    let band_len = tx * bins;
+    let mut hists = vec![0u32; ty * band_len];
+    // Four sub-histograms per tile (columns mod 4) break the dependency chains that runs of equal
+    // values (the background) would otherwise form on one counter; summed at the end of each band.
+    let mut extra = vec![0u32; 3 * band_len];
     let in_image = w.min(tx * tw);
     for py in 0..ph {
         let row = img.row(reflect101(py, img.height));
         let band = py / th;
-        let even = &mut hists[band * tx * bins..][..tx * bins];
+        let h0 = &mut hists[band * band_len..][..band_len];
+        let (h1, rest) = extra.split_at_mut(band_len);
+        let (h2, h3) = rest.split_at_mut(band_len);
         for (t, seg) in row[..in_image].chunks(tw).enumerate() {
-            let (he, ho) = (&mut even[t * bins..][..bins], &mut odd[t * bins..][..bins]);
-            let mut pairs = seg.chunks_exact(2);
-            for p in &mut pairs {
-                he[p[0].to_index() >> shift] += 1;
-                ho[p[1].to_index() >> shift] += 1;
+            let off = t * bins;
+            let (a, b) = (&mut h0[off..][..bins], &mut h1[off..][..bins]);
+            let (c, d) = (&mut h2[off..][..bins], &mut h3[off..][..bins]);
+            let mut quads = seg.chunks_exact(4);
+            for q in &mut quads {
+                a[(q[0].to_index() >> shift) & mask] += 1;
+                b[(q[1].to_index() >> shift) & mask] += 1;
+                c[(q[2].to_index() >> shift) & mask] += 1;
+                d[(q[3].to_index() >> shift) & mask] += 1;
             }
-            for v in pairs.remainder() {
-                he[v.to_index() >> shift] += 1;
+            for v in quads.remainder() {
+                a[(v.to_index() >> shift) & mask] += 1;
             }
         }
         for px in in_image..pw {
             let v = row[reflect101(px, w)];
-            even[(px / tw) * bins + (v.to_index() >> shift)] += 1;
+            h0[(px / tw) * bins + ((v.to_index() >> shift) & mask)] += 1;
         }
         if (py + 1) % th == 0 {
-            for (e, o) in even.iter_mut().zip(odd.iter_mut()) {
-                *e += *o;
-                *o = 0;
+            for (i, e) in h0.iter_mut().enumerate() {
+                *e += h1[i] + h2[i] + h3[i];
             }
+            extra.fill(0);
         }
     }
     hists
@@ -237,59 +251,89 @@ fn clip_and_redistribute(hist: &mut [u32], clip: u32) {
 }
 
 /// Blends the four nearest tile mappings per pixel (OpenCV's `CLAHE_Interpolation_Body`).
-#[allow(clippy::too_many_arguments)]
+///
+/// Columns fall into runs between neighbouring tile centres where the two tile columns are fixed; each
+/// row has fixed tile rows and weight `ya`. For 8-bit samples the two tile rows are blended once per row
+/// into one 256-entry table per tile column (8 x 256 values against 1024 pixels), which leaves two table
+/// lookups per pixel; for 16-bit samples (4096 bins) that would cost more than it saves, so each pixel
+/// looks up its four tiles' `[map, slope]` pairs.
 #[inline(always)]
 fn interpolate<T: Sample>(
     img: &Plane<T>,
     out: &mut [T],
-    lut: &[f32],
-    slope: &[f32],
+    maps: &[[f32; 2]],
     (tx, ty): (usize, usize),
     (tw, th): (usize, usize),
-    shift: u32,
-    bins: usize,
 ) {
+    let (shift, bins) = (bin_shift::<T>(), T::LEVELS >> bin_shift::<T>());
     let w = img.width;
-    let mask = (1usize << shift) - 1;
-    // Per column: offsets of the left/right tile mappings and the right weight.
+    let (low_mask, bin_mask) = ((1usize << shift) - 1, bins - 1); // bins is a power of two
+    // Per column: the right tile's weight; runs of columns sharing the (left, right) tile columns.
     let (inv_tw, inv_th) = (1.0 / tw as f32, 1.0 / th as f32);
-    let mut cols = Vec::with_capacity(w);
+    let mut xa = Vec::with_capacity(w);
+    let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (start, end, left, right)
     for x in 0..w {
         let txf = x as f32 * inv_tw - 0.5;
         let t1 = txf.floor();
-        let xa = txf - t1;
+        xa.push(txf - t1);
         let t1 = t1 as isize;
-        let (a, b) = (t1.max(0) as usize, ((t1 + 1) as usize).min(tx - 1));
-        cols.push((a * bins, b * bins, xa));
+        let (a, b) = (t1.max(0) as usize, ((t1 + 1).max(0) as usize).min(tx - 1));
+        match runs.last_mut() {
+            Some(r) if (r.2, r.3) == (a, b) => r.1 = x + 1,
+            _ => runs.push((x, x + 1, a, b)),
+        }
     }
+    let row_maps = tx * bins;
+    let mut blend = vec![0f32; if shift == 0 { row_maps } else { 0 }];
     for (y, (src, dst)) in img.data.chunks_exact(w).zip(out.chunks_exact_mut(w)).enumerate() {
         let tyf = y as f32 * inv_th - 0.5;
         let t1 = tyf.floor();
         let ya = tyf - t1;
         let t1 = t1 as isize;
-        let (r1, r2) = (t1.max(0) as usize, ((t1 + 1) as usize).min(ty - 1));
-        let top = &lut[r1 * tx * bins..][..tx * bins];
-        let bot = &lut[r2 * tx * bins..][..tx * bins];
+        let (r1, r2) = (t1.max(0) as usize, ((t1 + 1).max(0) as usize).min(ty - 1));
+        let top = &maps[r1 * row_maps..][..row_maps];
+        let bot = &maps[r2 * row_maps..][..row_maps];
         if shift == 0 {
-            for ((d, &s), &(i1, i2, xa)) in dst.iter_mut().zip(src).zip(&cols) {
-                let v = s.to_index();
-                let (i1, i2) = (i1 + v, i2 + v);
-                let t = top[i1] * (1.0 - xa) + top[i2] * xa;
-                let b = bot[i1] * (1.0 - xa) + bot[i2] * xa;
-                *d = T::from_f32_round_clamped(t * (1.0 - ya) + b * ya);
+            for ((m, t), b) in blend.iter_mut().zip(top).zip(bot) {
+                *m = t[0] * (1.0 - ya) + b[0] * ya;
+            }
+            for &(s, e, a, b) in &runs {
+                let (left, right) = (&blend[a * bins..][..bins], &blend[b * bins..][..bins]);
+                // Lookups first (scalar), then the blend and rounding (vectorised).
+                let (mut l, mut r) = ([0f32; 64], [0f32; 64]);
+                let chunks = dst[s..e].chunks_mut(64).zip(src[s..e].chunks(64)).zip(xa[s..e].chunks(64));
+                for ((d, v), xa) in chunks {
+                    for ((l, r), &v) in l.iter_mut().zip(r.iter_mut()).zip(v) {
+                        let v = v.to_index() & bin_mask;
+                        (*l, *r) = (left[v], right[v]);
+                    }
+                    for (((d, &l), &r), &xa) in d.iter_mut().zip(&l).zip(&r).zip(xa) {
+                        *d = T::from_f32_round_clamped(l * (1.0 - xa) + r * xa);
+                    }
+                }
             }
         } else {
-            let stop = &slope[r1 * tx * bins..][..tx * bins];
-            let sbot = &slope[r2 * tx * bins..][..tx * bins];
-            for ((d, &s), &(i1, i2, xa)) in dst.iter_mut().zip(src).zip(&cols) {
-                let v = s.to_index();
-                let below = (mask - (v & mask)) as f32; // values above v in its bin
-                let bin = v >> shift;
-                let (i1, i2) = (i1 + bin, i2 + bin);
-                let m = |l: &[f32], s: &[f32], i: usize| l[i] - s[i] * below;
-                let t = m(top, stop, i1) * (1.0 - xa) + m(top, stop, i2) * xa;
-                let b = m(bot, sbot, i1) * (1.0 - xa) + m(bot, sbot, i2) * xa;
-                *d = T::from_f32_round_clamped(t * (1.0 - ya) + b * ya);
+            for &(s, e, a, b) in &runs {
+                let tiles = [&top[a * bins..][..bins], &top[b * bins..][..bins], &bot[a * bins..][..bins], &bot[b * bins..][..bins]];
+                // Lookups of the four `[map, slope]` pairs first (scalar), then the arithmetic (vectorised).
+                let mut pairs = [[[0f32; 2]; 64]; 4];
+                let chunks = dst[s..e].chunks_mut(64).zip(src[s..e].chunks(64)).zip(xa[s..e].chunks(64));
+                for ((d, v), xa) in chunks {
+                    for (tile, p) in tiles.iter().zip(pairs.iter_mut()) {
+                        for (p, &v) in p.iter_mut().zip(v) {
+                            *p = tile[(v.to_index() >> shift) & bin_mask];
+                        }
+                    }
+                    let [p0, p1, p2, p3] = &pairs;
+                    let vals = p0.iter().zip(p1).zip(p2).zip(p3);
+                    for (((d, &v), &xa), (((p0, p1), p2), p3)) in d.iter_mut().zip(v).zip(xa).zip(vals) {
+                        let below = (low_mask - (v.to_index() & low_mask)) as f32;
+                        let m = |p: &[f32; 2]| p[0] - p[1] * below;
+                        let upper = m(p0) * (1.0 - xa) + m(p1) * xa;
+                        let lower = m(p2) * (1.0 - xa) + m(p3) * xa;
+                        *d = T::from_f32_round_clamped(upper * (1.0 - ya) + lower * ya);
+                    }
+                }
             }
         }
     }
