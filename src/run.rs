@@ -39,6 +39,9 @@ pub struct RunReport {
     /// Things the user should know (ignored unreadable manifests, ...).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// Pictures written for people (contact sheets).
+    #[serde(skip)]
+    pub pictures: Vec<std::path::PathBuf>,
 }
 
 struct DiskEnv<'a> {
@@ -190,6 +193,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
         report.cached += s.cached;
         report.failed += s.failed;
     }
+    report.pictures = driver.pictures;
     report.stages = driver.summaries;
     Ok(report)
 }

@@ -36,6 +36,9 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
             println!("{:<16} {:>6} items  {:>6} computed  {:>6} cached  {:>5} failed  {:>8.2} s", s.id, s.items, s.computed, s.cached, s.failed, s.seconds);
         }
         println!("total: {} computed, {} cached, {} failed", report.computed, report.cached, report.failed);
+        for p in &report.pictures {
+            println!("picture: {}", p.display());
+        }
         if report.failed > 0 {
             println!("{} item(s) failed: see the `error` column of the stage manifests in {}/manifests", report.failed, opts_workspace(&a));
         }

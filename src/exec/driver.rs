@@ -48,6 +48,8 @@ pub struct Driver {
     new_failed: usize,
     /// One summary per finished stage.
     pub summaries: Vec<StageSummary>,
+    /// Pictures written for people (contact sheets), by stage.
+    pub pictures: Vec<std::path::PathBuf>,
 }
 
 impl Driver {
@@ -75,6 +77,7 @@ impl Driver {
             computed: 0,
             new_failed: 0,
             summaries: Vec::new(),
+            pictures: Vec::new(),
         }
     }
 
@@ -159,6 +162,17 @@ impl Driver {
         let records: Vec<Record> = sp.items.iter().filter_map(|it| latest.and_then(|m| m.get(&it.id)).cloned()).collect();
         if self.computed > 0 || self.must_write[k] {
             manifest::write(&self.ws.manifest(&sd.id), &self.ws.tmp(), &records)?;
+        }
+        // pictures (contact sheets) also get a stable name a person can open: pictures/<stage>.png
+        for r in &records {
+            for o in r.outputs.iter().filter(|o| o.role == "sheet") {
+                let dest = self.ws.root.join("pictures").join(format!("{}.png", sd.id));
+                if std::fs::metadata(&dest).map(|m| m.len()).ok() != Some(o.size) || self.computed > 0 {
+                    let bytes = std::fs::read(self.ws.root.join(&o.file)).at("read", self.ws.root.join(&o.file))?;
+                    crate::store::cas::write_atomic(&self.ws.tmp(), &dest, &bytes)?;
+                }
+                self.pictures.push(dest);
+            }
         }
         self.journal = None;
         let jp = self.ws.journal(&sd.id);

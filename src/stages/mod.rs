@@ -11,6 +11,7 @@
 mod augment;
 mod balanced_crop;
 mod center_crop;
+mod contact_sheet;
 mod ingest_cityscapes;
 mod ingest_dicom;
 mod ingest_png;
@@ -32,6 +33,7 @@ use crate::error::Result;
 pub use augment::Augment;
 pub use balanced_crop::BalancedCrop;
 pub use center_crop::CenterCrop;
+pub use contact_sheet::ContactSheet;
 pub use ingest_cityscapes::IngestCityscapes;
 pub use ingest_dicom::IngestDicom;
 pub use ingest_png::IngestPng;
@@ -40,7 +42,7 @@ pub use phantom::PhantomStage;
 pub use split::Split;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -264,6 +266,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "split" => Arc::new(Split::new(parse_params(params)?, ctx)?),
         "augment" => Arc::new(Augment::new(parse_params(params)?, ctx)?),
         "balanced-crop" => Arc::new(BalancedCrop::new(parse_params(params)?, ctx)?),
+        "contact-sheet" => Arc::new(ContactSheet::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })

@@ -16,7 +16,7 @@
 //!   so the output keeps full 16-bit resolution while the per-tile work drops 16-fold; with the clip limit
 //!   defined relative to the mean bin count, as in OpenCV, it bounds the same mapping slope.
 
-use super::{simd, Plane, Sample};
+use super::{scratch, simd, Plane, Sample};
 
 /// Linear contrast stretch: maps the `low_percentile`-th percentile to 0 and the `high_percentile`-th to
 /// `T::MAX`, clamping outside. Percentiles are in `[0, 100]` and are exact (`numpy.percentile` with linear
@@ -31,9 +31,12 @@ pub fn linear_stretch<T: Sample>(img: &Plane<T>, low_percentile: f32, high_perce
     if img.data.is_empty() {
         return out;
     }
-    let hist = simd::dispatch(#[inline(always)] || histogram(&img.data, T::LEVELS));
-    let lo = percentile(&hist, img.data.len(), low_percentile);
-    let hi = percentile(&hist, img.data.len(), high_percentile);
+    let n = img.data.len();
+    let (lo, hi) = scratch::with_u32(4 * T::LEVELS, |h| {
+        simd::dispatch(#[inline(always)] || histogram(&img.data, h));
+        let hist = &h[..T::LEVELS];
+        (percentile(hist, n, low_percentile), percentile(hist, n, high_percentile))
+    });
     if !(hi > lo) {
         return out;
     }
@@ -47,11 +50,12 @@ pub fn linear_stretch<T: Sample>(img: &Plane<T>, low_percentile: f32, high_perce
     out
 }
 
-/// Counts of each sample value, with four interleaved sub-histograms so runs of equal values (the
-/// mammogram background) do not serialise on one counter.
+/// Counts of each sample value into `h[..levels]`, where `h` (zeroed, `4 * levels` long) holds four
+/// interleaved sub-histograms so that runs of equal values (the mammogram background) do not serialise
+/// on one counter; they are summed into the first at the end.
 #[inline(always)]
-fn histogram<T: Sample>(data: &[T], levels: usize) -> Vec<u32> {
-    let mut h = vec![0u32; 4 * levels];
+fn histogram<T: Sample>(data: &[T], h: &mut [u32]) {
+    let levels = h.len() / 4;
     let (h0, rest) = h.split_at_mut(levels);
     let (h1, rest) = rest.split_at_mut(levels);
     let (h2, h3) = rest.split_at_mut(levels);
@@ -68,8 +72,6 @@ fn histogram<T: Sample>(data: &[T], levels: usize) -> Vec<u32> {
     for (((a, b), c), d) in h0.iter_mut().zip(&*h1).zip(&*h2).zip(&*h3) {
         *a += b + c + d;
     }
-    h.truncate(levels);
-    h
 }
 
 /// The `p`-th percentile of `n` samples with histogram `hist`, interpolated like `numpy.percentile`.
@@ -111,39 +113,49 @@ pub fn clahe<T: Sample>(img: &Plane<T>, tiles: (usize, usize), clip_limit: f32) 
     if w == 0 || h == 0 {
         return out;
     }
-    let (shift, bins) = (bin_shift::<T>(), T::LEVELS >> bin_shift::<T>());
+    let bins = T::LEVELS >> bin_shift::<T>();
     // Padded size and tile size as OpenCV: pad only when the grid does not divide the image.
     let (pw, ph) = (if w % tx == 0 { w } else { w + tx - w % tx }, if h % ty == 0 { h } else { h + ty - h % ty });
     let (tw, th) = (pw / tx, ph / ty);
     let area = tw * th;
     let clip = if clip_limit > 0.0 { ((clip_limit as f64 * area as f64 / bins as f64) as u32).max(1) } else { 0 };
-    simd::dispatch(#[inline(always)] || {
-        let hists = tile_histograms(img, (tx, ty), (tw, th), (pw, ph));
-        // Per tile and bin b: `[map, slope]`, the mapping at the top of bin b and its rise per value
-        // within the bin (zero for u8, where a bin is one value), so map(v) = map - slope * (last - v).
-        let scale = T::MAX / area as f32;
-        let per_value = scale / (1u32 << shift) as f32;
-        let mut maps = vec![[0f32; 2]; tx * ty * bins];
-        let mut hist = vec![0u32; bins];
-        for (t, tile_maps) in maps.chunks_exact_mut(bins).enumerate() {
-            hist.copy_from_slice(&hists[t * bins..][..bins]);
-            if clip > 0 {
-                clip_and_redistribute(&mut hist, clip);
-            }
-            let mut sum = 0u32;
-            for (m, &c) in tile_maps.iter_mut().zip(&hist) {
-                sum += c;
-                let top = sum as f32 * scale;
-                *m = if shift == 0 {
-                    [T::from_f32_round_clamped(top).to_f32(), 0.0] // OpenCV stores the 8-bit LUT rounded
-                } else {
-                    [top, c as f32 * per_value]
-                };
-            }
-        }
-        interpolate(img, &mut out.data, &maps, (tx, ty), (tw, th));
+    let band_len = tx * bins;
+    scratch::with_u32((ty + 3) * band_len, |counts| {
+        scratch::with_f32x2(ty * band_len, |maps| {
+            simd::dispatch(#[inline(always)] || {
+                let (hists, extra) = counts.split_at_mut(ty * band_len);
+                tile_histograms(img, tx, (tw, th), (pw, ph), hists, extra);
+                tile_maps::<T>(hists, maps, clip, area);
+                interpolate(img, &mut out.data, maps, (tx, ty), (tw, th));
+            })
+        })
     });
     out
+}
+
+/// Each tile's mapping from its histogram (clipped and redistributed when `clip > 0`): per bin b,
+/// `[map, slope]` with `map` the mapping at the top of the bin and `slope` its rise per value within the
+/// bin (zero for u8, where a bin is one value), so that map(v) = map - slope * (last value of bin - v).
+#[inline(always)]
+fn tile_maps<T: Sample>(hists: &mut [u32], maps: &mut [[f32; 2]], clip: u32, area: usize) {
+    let (shift, bins) = (bin_shift::<T>(), T::LEVELS >> bin_shift::<T>());
+    let scale = T::MAX / area as f32;
+    let per_value = scale / (1u32 << shift) as f32;
+    for (hist, tile_maps) in hists.chunks_exact_mut(bins).zip(maps.chunks_exact_mut(bins)) {
+        if clip > 0 {
+            clip_and_redistribute(hist, clip);
+        }
+        let mut sum = 0u32;
+        for (m, &c) in tile_maps.iter_mut().zip(&*hist) {
+            sum += c;
+            let top = sum as f32 * scale;
+            *m = if shift == 0 {
+                [T::from_f32_round_clamped(top).to_f32(), 0.0] // OpenCV stores the 8-bit LUT rounded
+            } else {
+                [top, c as f32 * per_value]
+            };
+        }
+    }
 }
 
 /// Histogram bins are sample values shifted right by this: 8-bit keeps OpenCV's 256 bins, 16-bit uses
@@ -172,22 +184,24 @@ fn reflect101(i: usize, n: usize) -> usize {
     }
 }
 
-/// Histograms of all tiles of the (virtually) padded image, `bins` per tile, tile-major.
+/// Histograms of all tiles of the (virtually) padded image into `hists` (zeroed), `bins` per tile,
+/// tile-major; `extra` (zeroed, three bands long) is scratch.
 #[inline(always)]
 fn tile_histograms<T: Sample>(
     img: &Plane<T>,
-    (tx, ty): (usize, usize),
+    tx: usize,
     (tw, th): (usize, usize),
     (pw, ph): (usize, usize),
-) -> Vec<u32> {
+    hists: &mut [u32],
+    extra: &mut [u32],
+) {
     let (shift, bins) = (bin_shift::<T>(), T::LEVELS >> bin_shift::<T>());
     let w = img.width;
     let mask = bins - 1; // a power of two; masking lets the compiler drop the bounds checks
     let band_len = tx * bins;
-    let mut hists = vec![0u32; ty * band_len];
     // Four sub-histograms per tile (columns mod 4) break the dependency chains that runs of equal
-    // values (the background) would otherwise form on one counter; summed at the end of each band.
-    let mut extra = vec![0u32; 3 * band_len];
+    // values (the background) would otherwise form on one counter: `hists` and the three in `extra`,
+    // summed at the end of each band.
     let in_image = w.min(tx * tw);
     for py in 0..ph {
         let row = img.row(reflect101(py, img.height));
@@ -221,7 +235,6 @@ fn tile_histograms<T: Sample>(
             extra.fill(0);
         }
     }
-    hists
 }
 
 /// OpenCV's clipping: cut every bin at `clip`, add the excess evenly, spread the remainder with a stride.
@@ -360,12 +373,14 @@ mod tests {
     #[test]
     fn percentiles_match_numpy() {
         let data: Vec<u16> = (0..101).map(|i| (i * 10) as u16).collect(); // 0, 10, ..., 1000
-        let hist = histogram(&data, 65536);
+        let mut hist = vec![0; 4 * 65536];
+        histogram(&data, &mut hist);
         assert_eq!(percentile(&hist, data.len(), 0.0), 0.0);
         assert_eq!(percentile(&hist, data.len(), 100.0), 1000.0);
         assert_eq!(percentile(&hist, data.len(), 2.0), 20.0);
         assert!((percentile(&hist, data.len(), 2.5) - 25.0).abs() < 1e-9);
-        let hist = histogram(&[3u8, 1, 2, 4], 256); // numpy.percentile([1,2,3,4], 50) == 2.5
+        let mut hist = vec![0; 4 * 256];
+        histogram(&[3u8, 1, 2, 4], &mut hist); // numpy.percentile([1,2,3,4], 50) == 2.5
         assert_eq!(percentile(&hist, 4, 50.0), 2.5);
     }
 

@@ -42,6 +42,7 @@ mod contrast;
 mod filter;
 mod geometric;
 mod noise;
+mod scratch;
 pub(crate) mod simd;
 #[cfg(test)]
 mod timing;
