@@ -1,7 +1,8 @@
 //! `balanced-crop`: class-balanced crops, the study's answer to class imbalance.
 //!
 //! For each crop: take the label map's unique labels, drop the excluded ones (mammary gland and
-//! background by default: one of them is almost always present), pick one remaining label uniformly at
+//! background by default: one of them is almost always present; and the ignore label `pad_label`, which
+//! rotated replicas carry where the image rotated in from outside), pick one remaining label uniformly at
 //! random, then one pixel of that label uniformly at random: that pixel is the crop centre. With no
 //! candidate label the centre is uniform over the image. A crop that would leave the image is shifted
 //! inside it; an image smaller than the crop is padded (`pad_value`, `pad_label`).
@@ -79,6 +80,8 @@ impl BalancedCrop {
         if params.sizes.is_empty() || params.sizes.iter().any(|&s| s == 0 || s > 20000) {
             return Err(ParamError::at("sizes", "sizes must be a non-empty list of crop sizes between 1 and 20000"));
         }
+        // the ignore label (rotation fill, padding) is never a crop centre
+        exclude_ids.push(params.pad_label);
         Ok(BalancedCrop { params, table, exclude_ids, seed: ctx.seed, stage_id: ctx.stage_id.to_string() })
     }
 }
@@ -130,7 +133,7 @@ impl Stage for BalancedCrop {
         "balanced-crop"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn arity(&self) -> Arity {
         Arity::Exactly(1)

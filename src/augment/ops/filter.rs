@@ -11,7 +11,9 @@
 //!   horizontal taps are plain unaligned slices and the border needs no branch;
 //! * the last pass writes the output row, rounding (blur) or combining with the source row (unsharp).
 
+use super::filter_u8::{blur_rows_u8, FixedKernel};
 use super::{simd, Plane, Sample};
+use std::any::Any;
 
 /// Gaussian blur with standard deviation `sigma` (pixels), separable, kernel radius `ceil(3 sigma)`,
 /// border replicated. Weights are normalised to sum to one, so a constant image stays constant.
@@ -23,6 +25,16 @@ pub fn gaussian_blur<T: Sample>(img: &Plane<T>, sigma: f32) -> Plane<T> {
     img.check();
     let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
     let Some(kernel) = Kernel::new(sigma) else { return out };
+    if let (Some(src), Some(fixed), Some(dst)) = (as_u8(img), FixedKernel::new(&kernel), as_u8_mut(&mut out)) {
+        simd::dispatch(#[inline(always)] || {
+            blur_rows_u8(&src.data, src.width, &fixed, &mut dst.data, #[inline(always)] |_, blurred, o| {
+                for (o, &b) in o.iter_mut().zip(blurred) {
+                    *o = ((b as u32 + 128) >> 8) as u8;
+                }
+            })
+        });
+        return out;
+    }
     simd::dispatch(#[inline(always)] || {
         blur_rows(img, &kernel, &mut out.data, #[inline(always)] |_, blurred, o: &mut [T]| {
             for (o, &b) in o.iter_mut().zip(blurred) {
@@ -43,6 +55,17 @@ pub fn unsharp<T: Sample>(img: &Plane<T>, sigma: f32, amount: f32) -> Plane<T> {
     img.check();
     let mut out = Plane { width: img.width, height: img.height, data: img.data.clone() };
     let Some(kernel) = Kernel::new(sigma) else { return out };
+    if let (Some(src), Some(fixed), Some(dst)) = (as_u8(img), FixedKernel::new(&kernel), as_u8_mut(&mut out)) {
+        simd::dispatch(#[inline(always)] || {
+            blur_rows_u8(&src.data, src.width, &fixed, &mut dst.data, #[inline(always)] |s, blurred, o| {
+                for ((o, &s), &b) in o.iter_mut().zip(s).zip(blurred) {
+                    let (s, b) = (s as f32, b as f32 * (1.0 / 256.0));
+                    *o = u8::from_f32_round_clamped(s + amount * (s - b));
+                }
+            })
+        });
+        return out;
+    }
     simd::dispatch(#[inline(always)] || {
         blur_rows(img, &kernel, &mut out.data, #[inline(always)] |src, blurred, o: &mut [T]| {
             for ((o, &s), &b) in o.iter_mut().zip(src).zip(blurred) {
@@ -54,14 +77,25 @@ pub fn unsharp<T: Sample>(img: &Plane<T>, sigma: f32, amount: f32) -> Plane<T> {
     out
 }
 
+/// The plane as `Plane<u8>` when `T` is `u8` (the fixed-point path), without `unsafe`.
+fn as_u8<T: Sample>(p: &Plane<T>) -> Option<&Plane<u8>> {
+    (p as &dyn Any).downcast_ref()
+}
+
+/// Mutable form of [`as_u8`].
+fn as_u8_mut<T: Sample>(p: &mut Plane<T>) -> Option<&mut Plane<u8>> {
+    (p as &mut dyn Any).downcast_mut()
+}
+
 /// Half of a normalised symmetric Gaussian kernel: `w[0]` is the centre, `w[k]` the weight at `+-k`.
-struct Kernel {
-    w: Vec<f32>,
+pub(super) struct Kernel {
+    pub(super) w: Vec<f32>,
 }
 
 impl Kernel {
-    fn new(sigma: f32) -> Option<Self> {
-        if !(sigma > 0.0) || !sigma.is_finite() {
+    /// The kernel for `sigma` with radius `ceil(3 sigma)` (at least 1), or `None` for `sigma <= 0`.
+    pub(super) fn new(sigma: f32) -> Option<Self> {
+        if sigma.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !sigma.is_finite() {
             return None;
         }
         let r = (3.0 * sigma as f64).ceil().max(1.0) as usize;
@@ -71,7 +105,8 @@ impl Kernel {
         Some(Self { w: half.iter().map(|v| (v / total) as f32).collect() })
     }
 
-    fn radius(&self) -> usize {
+    /// The kernel radius `r` (the kernel has `2r + 1` taps).
+    pub(super) fn radius(&self) -> usize {
         self.w.len() - 1
     }
 }
@@ -178,7 +213,6 @@ fn symmetric_sum(acc: &mut [f32], base: &[f32], starts: &[usize], wts: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     /// Straightforward reference: 2-D sum with clamped coordinates, in f64.
     fn reference(img: &Plane<u16>, sigma: f32) -> Vec<f64> {
@@ -218,11 +252,33 @@ mod tests {
     }
 
     #[test]
+    fn fixed_point_u8_within_one_level_of_exact() {
+        let (w, h) = (53, 41);
+        let data: Vec<u8> = (0..w * h).map(|i| ((i * 7919) % 256) as u8).collect();
+        let img8 = Plane::new(w, h, data.clone()).unwrap();
+        let img16 = Plane::new(w, h, data.iter().map(|&v| v as u16).collect()).unwrap();
+        for sigma in [0.3, 0.8, 1.5, 2.7, 6.0, 8.0] {
+            let exact = gaussian_blur(&img16, sigma); // f32 path on the same values
+            let fixed = gaussian_blur(&img8, sigma);
+            for (a, b) in fixed.data.iter().zip(&exact.data) {
+                assert!((*a as i32 - *b as i32).abs() <= 1, "sigma {sigma}: {a} vs {b}");
+            }
+            let exact = unsharp(&img16, sigma, 0.7);
+            let fixed = unsharp(&img8, sigma, 0.7);
+            for (a, b) in fixed.data.iter().zip(&exact.data) {
+                assert!((*a as i32 - (*b).min(255) as i32).abs() <= 2, "unsharp sigma {sigma}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
     fn constant_stays_constant() {
         for v in [0u8, 1, 77, 254, 255] {
             let img = Plane::filled(45, 31, v);
-            assert_eq!(gaussian_blur(&img, 1.5), img);
-            assert_eq!(unsharp(&img, 1.5, 1.0), img);
+            for sigma in [0.2, 1.5, 6.6, 9.0] {
+                assert_eq!(gaussian_blur(&img, sigma), img);
+                assert_eq!(unsharp(&img, sigma, 1.0), img);
+            }
         }
         let img = Plane::filled(20, 9, 65535u16);
         assert_eq!(gaussian_blur(&img, 2.2), img);
@@ -253,13 +309,11 @@ mod tests {
     }
 
     #[test]
-    fn baseline_and_avx2_agree() {
+    fn same_result_on_every_simd_path() {
         let img = Plane::new(131, 29, (0..131 * 29).map(|i| (i * 7919 % 256) as u8).collect()).unwrap();
-        let fast = (gaussian_blur(&img, 1.5), unsharp(&img, 2.0, 0.7));
-        simd::FORCE_BASELINE.store(true, Ordering::Relaxed);
-        let base = (gaussian_blur(&img, 1.5), unsharp(&img, 2.0, 0.7));
-        simd::FORCE_BASELINE.store(false, Ordering::Relaxed);
-        assert!(fast == base);
+        simd::assert_same_on_all_paths(|| (gaussian_blur(&img, 1.5), unsharp(&img, 2.0, 0.7)));
+        let img = Plane::new(131, 29, (0..131 * 29).map(|i| (i * 7919 % 65536) as u16).collect()).unwrap();
+        simd::assert_same_on_all_paths(|| (gaussian_blur(&img, 1.5), unsharp(&img, 2.0, 0.7)));
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub(super) fn blur_rows_u8(
     out: &mut [u8],
     mut emit: impl FnMut(&[u8], &[u16], &mut [u8]),
 ) {
-    let h = if w == 0 { 0 } else { src.len() / w };
+    let h = src.len().checked_div(w).unwrap_or(0);
     if h == 0 {
         return;
     }
@@ -86,8 +86,6 @@ pub(super) fn blur_rows_u8(
             horizontal(&mut ring[(done % slots) * w..][..w], &padded, &starts, &k.h);
             done += 1;
         }
-        let rows: Vec<usize> = Vec::new(); // placeholder to keep the borrow checker simple below
-        drop(rows);
         vertical(&mut sum, &ring, w, slots, y, r, h, &k.v, bias);
         emit(&src[y * w..][..w], &sum, out_row);
     }
@@ -102,7 +100,7 @@ fn horizontal(acc: &mut [u16], p: &[u8], starts: &[usize], wts: &[u16]) {
     let w0 = wts[0];
     acc.iter_mut().zip(c).for_each(|(a, &c)| *a = c as u16 * w0);
     let mut k = 1;
-    while k + 1 <= r {
+    while k < r {
         let (u1, d1, w1, u2, d2, w2) = (tap(r - k), tap(r + k), wts[k], tap(r - k - 1), tap(r + k + 1), wts[k + 1]);
         for ((((a, &u1), &d1), &u2), &d2) in acc.iter_mut().zip(u1).zip(d1).zip(u2).zip(d2) {
             *a += (u1 as u16 + d1 as u16) * w1 + (u2 as u16 + d2 as u16) * w2;

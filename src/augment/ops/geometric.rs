@@ -387,15 +387,13 @@ mod tests {
     }
 
     #[test]
-    fn baseline_and_avx2_agree() {
+    fn same_result_on_every_simd_path() {
         let (w, h) = (131, 97);
         let img = Plane::new(w, h, (0..w * h).map(|i| (i * 7919 % 65536) as u16).collect()).unwrap();
         let lab = Plane::new(w, h, (0..w * h).map(|i| (i % 251) as u8).collect()).unwrap();
-        let fast = rotate(&img, &lab, 17.0, 3, 4);
-        simd::FORCE_BASELINE.store(true, std::sync::atomic::Ordering::Relaxed);
-        let base = rotate(&img, &lab, 17.0, 3, 4);
-        simd::FORCE_BASELINE.store(false, std::sync::atomic::Ordering::Relaxed);
-        assert!(fast == base);
+        simd::assert_same_on_all_paths(|| (rotate(&img, &lab, 17.0, 3, 4), mirror(&img, &lab, true)));
+        let img8 = Plane::new(w, h, img.data.iter().map(|&v| (v >> 8) as u8).collect()).unwrap();
+        simd::assert_same_on_all_paths(|| rotate(&img8, &lab, -33.3, 0, 0));
     }
 
     #[test]

@@ -40,6 +40,7 @@
 
 mod contrast;
 mod filter;
+mod filter_u8;
 mod geometric;
 mod noise;
 mod scratch;
@@ -194,5 +195,71 @@ impl<T> Plane<T> {
             self.height,
             self.data.len()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn rounding_and_clamping() {
+        assert_eq!(u8::from_f32_round_clamped(-3.0), 0);
+        assert_eq!(u8::from_f32_round_clamped(f32::NAN), 0);
+        assert_eq!(u8::from_f32_round_clamped(254.6), 255);
+        assert_eq!(u8::from_f32_round_clamped(1e9), 255);
+        assert_eq!(u8::from_f32_round_clamped(2.5), 2); // ties to even
+        assert_eq!(u8::from_f32_round_clamped(3.5), 4);
+        assert_eq!(u16::from_f32_round_clamped(65534.4), 65534);
+        assert_eq!(u16::from_f32_round_clamped(70000.0), 65535);
+        assert_eq!(u16::from_f32_round_clamped(f32::INFINITY), 65535);
+        for v in 0..=65535u16 {
+            assert_eq!(u16::from_f32_round_clamped(v.to_f32()), v);
+        }
+        assert_eq!(floor_clamped(3.0, 10.0), 3);
+        assert_eq!(floor_clamped(2.999, 10.0), 2);
+        assert_eq!(floor_clamped(-0.5, 10.0), 0);
+        assert_eq!(floor_clamped(12.5, 10.0), 10);
+        assert_eq!(floor_clamped(f32::NAN, 10.0), 0);
+    }
+
+    #[test]
+    fn plane_construction() {
+        assert!(Plane::new(3, 2, vec![0u8; 6]).is_ok());
+        assert_eq!(Plane::new(3, 2, vec![0u8; 5]), Err(PlaneError::Size { width: 3, height: 2, len: 5 }));
+        assert_eq!(Plane::filled(2, 2, 7u16).row(1), &[7, 7]);
+    }
+
+    fn distinct(p: &Plane<u16>) -> usize {
+        let mut d = p.data.clone();
+        d.sort_unstable();
+        d.dedup();
+        d.len()
+    }
+
+    /// Every op takes a smooth full-range 16-bit gradient to a 16-bit result that still uses the range
+    /// with far more than 256 levels (no quantisation through 8 bits anywhere).
+    #[test]
+    fn every_op_keeps_16_bits() {
+        let (w, h) = (320, 240);
+        let data = (0..w * h).map(|i| ((i % w + i / w) * 65535 / (w + h - 2)) as u16).collect();
+        let img = Plane::new(w, h, data).unwrap();
+        let lab = Plane::filled(w, h, 1u8);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let outs = [
+            ("rotate", rotate(&img, &lab, 17.0, 0, 0).0),
+            ("mirror", mirror(&img, &lab, true).0),
+            ("blur", gaussian_blur(&img, 1.5)),
+            ("unsharp", unsharp(&img, 1.5, 1.0)),
+            ("noise", gaussian_noise(&img, 0.01, &mut rng)),
+            ("stretch", linear_stretch(&img, 2.0, 98.0)),
+            ("clahe", clahe(&img, (8, 8), 2.0)),
+        ];
+        for (name, out) in outs {
+            assert_eq!((out.width, out.height), (w, h));
+            assert!(distinct(&out) > 256, "{name}: {} distinct values", distinct(&out));
+            assert!(*out.data.iter().max().unwrap() > 60000, "{name}: range lost");
+        }
     }
 }

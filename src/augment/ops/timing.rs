@@ -5,6 +5,7 @@
 //!
 //! Run in release: `cargo test --release --lib augment::ops::timing -- --ignored --nocapture`.
 
+use super::simd::{with_cap, Level};
 use super::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -120,11 +121,13 @@ fn timing_alternatives() {
             drop(black_box(out));
         }),
     );
-    super::simd::FORCE_BASELINE.store(true, std::sync::atomic::Ordering::Relaxed);
     let (i8l, l8) = phantom::<u8>(n);
     let (i16l, l16) = phantom::<u16>(n);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    report("CHAIN without AVX2 (baseline)", n, 8, rate(|| drop(black_box(chain(&i8l, &l8, &mut rng)))));
-    report("CHAIN without AVX2 (baseline)", n, 16, rate(|| drop(black_box(chain(&i16l, &l16, &mut rng)))));
-    super::simd::FORCE_BASELINE.store(false, std::sync::atomic::Ordering::Relaxed);
+    for (cap, name) in [(Level::Avx2, "CHAIN capped at AVX2"), (Level::Baseline, "CHAIN baseline (SSE2)")] {
+        with_cap(cap, || {
+            report(name, n, 8, rate(|| drop(black_box(chain(&i8l, &l8, &mut rng)))));
+            report(name, n, 16, rate(|| drop(black_box(chain(&i16l, &l16, &mut rng)))));
+        });
+    }
 }
