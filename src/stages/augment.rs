@@ -8,7 +8,7 @@
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use super::png;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::augment::ops::Plane;
 use crate::augment::{default_recipes, Recipe};
@@ -83,16 +83,7 @@ impl Stage for Augment {
         let (src, k) = id.rsplit_once("/r").ok_or_else(|| item_err!("bad replica id `{id}`"))?;
         let k: usize = k.parse().map_err(|_| item_err!("bad replica id `{id}`"))?;
         let recipe = self.params.recipe.get(k).ok_or_else(|| item_err!("no recipe {k}"))?;
-        let ip = inputs.file("image")?;
-        let img = tensor::decode_u16(&png::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
-        let lp = inputs.file("labels")?;
-        let labels = match png::decode_gray(&png::read_file(lp)?, &lp.display().to_string(), u64::MAX)? {
-            Gray::U8(t) => t,
-            Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit label map", lp.display())),
-        };
-        if (labels.width, labels.height) != (img.width, img.height) {
-            return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
-        }
+        let (img, labels) = png::read_image_and_labels(inputs)?;
         let h = blake3::hash(format!("{}\u{0}{}\u{0}{src}\u{0}{k}", self.seed, self.stage_id).as_bytes());
         let mut rng = rand_chacha::ChaCha8Rng::from_seed(*h.as_bytes());
         let (i, l) = recipe.apply(

@@ -16,7 +16,7 @@
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use super::png;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
@@ -161,16 +161,7 @@ impl Stage for BalancedCrop {
         let (rest, k) = id.rsplit_once("/c").ok_or_else(|| item_err!("bad crop id `{id}`"))?;
         let (src, size) = rest.rsplit_once("/s").ok_or_else(|| item_err!("bad crop id `{id}`"))?;
         let (size, k): (usize, usize) = (size.parse().map_err(|_| item_err!("bad size in `{id}`"))?, k.parse().map_err(|_| item_err!("bad index in `{id}`"))?);
-        let ip = inputs.file("image")?;
-        let img = tensor::decode_u16(&png::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
-        let lp = inputs.file("labels")?;
-        let labels = match png::decode_gray(&png::read_file(lp)?, &lp.display().to_string(), u64::MAX)? {
-            Gray::U8(t) => t,
-            Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit label map", lp.display())),
-        };
-        if (labels.width, labels.height) != (img.width, img.height) {
-            return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
-        }
+        let (img, labels) = png::read_image_and_labels(inputs)?;
         let mut rng = crop_rng(self.seed, &self.stage_id, src, k);
         let (cx, cy, class) = choose_centre(&labels.data, labels.width, &self.exclude_ids, &mut rng);
         let (x0, y0) = (place(cx, size, img.width), place(cy, size, img.height));

@@ -85,6 +85,22 @@ pub fn encode_u16(t: &Tensor2<u16>) -> Vec<u8> {
     out
 }
 
+/// Reads an item's `image` tensor and `labels` map (the pair every stage after merging works on) and
+/// checks that they have the same size.
+pub fn read_image_and_labels(inputs: &super::ItemInputs) -> Result<(Tensor2<u16>, Tensor2<u8>)> {
+    let ip = inputs.file("image")?;
+    let img = crate::tensor::decode_u16(&read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
+    let lp = inputs.file("labels")?;
+    let labels = match decode_gray(&read_file(lp)?, &lp.display().to_string(), u64::MAX)? {
+        Gray::U8(t) => t,
+        Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit label map", lp.display())),
+    };
+    if (labels.width, labels.height) != (img.width, img.height) {
+        return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
+    }
+    Ok((img, labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

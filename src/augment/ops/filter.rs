@@ -4,12 +4,19 @@
 //! slower at 1024x1024 (see the timing test), uses its own radius rule, and cannot fuse the unsharp
 //! combination `img + amount * (img - blur)` into its last pass.
 //!
-//! Layout, chosen so both passes read memory sequentially:
-//! * vertical pass: each source row is converted to `f32` once into a ring of `2r+1` rows; an output row is
-//!   the weighted sum of `2r+1` ring rows (symmetric taps summed in pairs first), eight columns at a time;
+//! 8-bit images with radius <= 20 take the 16-bit fixed-point path in `filter_u8` (twice as fast, within
+//! one level of the exact result, like OpenCV's 8-bit blur). Everything else (16-bit images, huge
+//! kernels) takes the `f32` path here. Its layout, chosen so both passes read memory sequentially:
+//! * vertical pass: each source row is converted to `f32` once into a ring of `2r+1` rows; an output row
+//!   is the weighted sum of `2r+1` ring rows, symmetric taps summed in pairs first;
 //! * horizontal pass: that sum sits in a row buffer padded by `r` replicated samples each side, so the
 //!   horizontal taps are plain unaligned slices and the border needs no branch;
+//! * both passes stream the taps three pairs at a time over zipped slices (`symmetric_sum`): no bounds
+//!   checks in the loop, one load and store of the accumulator per three taps, vectorised;
 //! * the last pass writes the output row, rounding (blur) or combining with the source row (unsharp).
+//!
+//! Checked against OpenCV 5.0 `GaussianBlur` with kernel size `2r+1` and `BORDER_REPLICATE`: within one
+//! level everywhere (1% of pixels differ for `u8`, 1.8% for `u16`).
 
 use super::filter_u8::{blur_rows_u8, FixedKernel};
 use super::{simd, Plane, Sample};

@@ -4,18 +4,28 @@
 //! OpenCV's `warpAffine` with `INTER_LINEAR` and a constant border: neighbours outside the image count as
 //! the fill value), the label map by nearest neighbour (labels are classes; interpolating them would
 //! invent classes). Rotation is hand-written rather than `imageproc::rotate_about_center` because that
-//! one samples through a per-pixel closure over `image` buffers, is several times slower (see the timing
-//! test) and would compute the mapping twice for image and labels.
+//! one samples through a per-pixel closure over `image` buffers, is about eleven times slower (see the
+//! timing test) and would compute the mapping twice for image and labels.
+//!
+//! The rotation walks the output in tiles of 32 x 128 pixels so that the source footprint of a tile
+//! (image and labels) stays in L1. Per row the inverse mapping is affine in x, `(ax x + bx, ay x + by)`;
+//! the columns whose 2x2 neighbourhood lies wholly inside the image (solved per row, with a one-pixel
+//! margin) go through a three-stage kernel with no border logic, the rest through a careful per-pixel
+//! path that blends with the fill value.
+//!
+//! Checked against OpenCV 5.0 (`warpAffine` with `getRotationMatrix2D`, 17 degrees, 420x300): the image
+//! is within one level everywhere (5 of 126,000 pixels differ for `u8`, 1.4% for `u16`, f32 rounding),
+//! the labels equal `INTER_NEAREST` except one pixel at an exact tie.
 
 use super::{floor_clamped, simd, Plane, Sample};
 
 /// Rotates `img` and `labels` by `degrees` about the image centre `((w-1)/2, (h-1)/2)`, keeping the size.
 ///
 /// Positive angles turn the content counter-clockwise as displayed (OpenCV / albumentations convention).
-/// The image is sampled bilinearly, the labels by nearest neighbour (halves
-/// rounded up); output pixels
-/// whose source lies outside the image take `fill` / `fill_label` (bilinear samples straddling the edge
-/// blend with `fill`, as OpenCV's constant border does). Angles that are multiples of 90 degrees use an
+/// The image is sampled bilinearly, the labels by nearest neighbour (the label of the bilinear neighbour
+/// with weight >= 1/2 each way, i.e. halves rounded up); output pixels whose source lies outside the image
+/// take `fill` / `fill_label` (bilinear samples straddling the edge blend with `fill`, as OpenCV's
+/// constant border does). Angles that are multiples of 90 degrees use an
 /// exact rotation matrix, so they move whole pixels on square images.
 ///
 /// # Panics

@@ -4,7 +4,8 @@
 //! stretch a 1 MB histogram. Allocated afresh on every call, buffers of that size go to and from the
 //! operating system (glibc maps them, or trims the heap after they are freed), and the page faults cost
 //! as much as the op itself. Each worker thread therefore keeps its largest buffer of each kind and hands
-//! it out zeroed; a nested request while the buffer is out simply allocates.
+//! it out zeroed; a nested request while the buffer is out simply allocates. The cost is memory held per
+//! thread that has run these ops: about 3.5 MB after a 16-bit CLAHE with an 8x8 grid, 0.3 MB for 8-bit.
 
 use std::cell::Cell;
 

@@ -12,6 +12,7 @@
 //! build performs the same IEEE operations in the same order (tests run each op on every path and compare).
 
 /// Instruction-set levels, widest first.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
     Avx512,
@@ -60,16 +61,23 @@ pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// `f()` compiled with AVX2 available to everything inlined into it.
+///
+/// # Safety
+/// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn avx2<R>(f: impl FnOnce() -> R) -> R {
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// `f()` compiled with AVX-512 (F, BW, VL) available to everything inlined into it.
+/// `f()` compiled with AVX-512 (F, BW, VL) available to everything inlined into it. (Naming these
+/// target features needs Rust 1.89.)
+///
+/// # Safety
+/// The CPU must support AVX2, AVX-512F, AVX-512BW and AVX-512VL.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
-fn avx512<R>(f: impl FnOnce() -> R) -> R {
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
