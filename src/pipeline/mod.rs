@@ -29,7 +29,7 @@ pub use expand::{default_data_root, expand_vars};
 pub use overrides::Override;
 use span::{locate_key, Located};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -282,16 +282,6 @@ impl Pipeline {
         Ok(sel)
     }
 
-    /// Stage id -> downstream stage ids (for `dag`).
-    pub fn downstream(&self) -> BTreeMap<&str, Vec<&str>> {
-        let mut m: BTreeMap<&str, Vec<&str>> = self.stages.iter().map(|s| (s.id.as_str(), Vec::new())).collect();
-        for s in &self.stages {
-            for i in &s.inputs {
-                m.get_mut(i.as_str()).expect("validated input").push(s.id.as_str());
-            }
-        }
-        m
-    }
 }
 
 /// Kahn's algorithm, stable in file order. `Err` carries one cycle (stage indices).

@@ -192,14 +192,10 @@ impl ItemInputs {
             .map(|(_, p)| p.as_path())
             .ok_or_else(|| crate::item_err!("input `{role}` is missing"))
     }
+
     /// A metadata value of the (first) upstream item.
     pub fn upstream_meta(&self, name: &str) -> Option<&MetaValue> {
         self.meta.first().and_then(|(_, m)| m.get(name))
-    }
-
-    /// All files whose role starts with `prefix`, with the prefix removed.
-    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a Path)> + 'a {
-        self.files.iter().filter_map(move |(r, p)| r.strip_prefix(prefix).map(|s| (s, p.as_path())))
     }
 }
 

@@ -18,8 +18,7 @@ pub mod manifest;
 pub mod record;
 pub mod statcache;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use cas::Cas;
 pub use lock::WorkspaceLock;
@@ -57,24 +56,5 @@ impl Workspace {
     /// The object store.
     pub fn cas(&self) -> Cas {
         Cas::new(&self.root)
-    }
-
-    /// What is known about a stage's items: the manifest plus any journal left by an unfinished run (the
-    /// journal is newer). An unreadable manifest is reported in `warnings` and treated as empty.
-    pub fn known_records(&self, stage: &str, warnings: &mut Vec<String>) -> HashMap<String, Record> {
-        let mut by_id: HashMap<String, Record> = HashMap::new();
-        match manifest::read(&self.manifest(stage)) {
-            Ok(rows) => by_id.extend(rows.into_iter().map(|r| (r.item_id.clone(), r))),
-            Err(e) => warnings.push(format!("{e}: ignoring it, its items will be recomputed")),
-        }
-        for r in journal::read(&self.journal(stage)) {
-            by_id.insert(r.item_id.clone(), r);
-        }
-        by_id
-    }
-
-    /// Whether `path` is inside this workspace.
-    pub fn contains(&self, path: &Path) -> bool {
-        path.starts_with(&self.root)
     }
 }
