@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::png::{self, Gray};
-use super::{Arity, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use super::{Arity, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
 use crate::item_err;
 use crate::tensor::{self, Tensor2};
@@ -65,7 +65,7 @@ impl Stage for CenterCrop {
         serde_json::to_value(&self.params).expect("params serialise")
     }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
-        Ok(upstream[0].iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect())
+        Ok(super::one_per_upstream_item(upstream[0]))
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let path = inputs.file("image")?;

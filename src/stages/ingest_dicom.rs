@@ -99,7 +99,7 @@ impl Stage for IngestDicom {
     }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
         match (upstream.first(), &self.root) {
-            (Some(ids), None) => Ok(ids.iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect()),
+            (Some(ids), None) => Ok(super::one_per_upstream_item(ids)),
             (None, Some(root)) => {
                 let mut files = Vec::new();
                 self.walk(root, &mut files)?;

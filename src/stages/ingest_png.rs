@@ -106,7 +106,7 @@ impl Stage for IngestPng {
 
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
         match (upstream.first(), &self.root) {
-            (Some(ids), None) => Ok(ids.iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect()),
+            (Some(ids), None) => Ok(super::one_per_upstream_item(ids)),
             (None, Some(root)) => self.folder_items(root),
             (Some(_), Some(_)) => Err(item_err!("ingest-png: give either `root` or an input stage, not both")),
             (None, None) => Err(item_err!("ingest-png: param `root` is required when the stage has no input stage")),

@@ -13,7 +13,7 @@ use image::{GrayImage, Luma};
 use serde::{Deserialize, Serialize};
 
 use super::png::{self, Gray};
-use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use super::{Arity, BuildCtx, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
 use crate::item_err;
@@ -92,7 +92,7 @@ impl Stage for MergeMasks {
         serde_json::json!({ "table": self.table, "sigma": self.params.sigma, "smoothing": self.params.smoothing })
     }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
-        Ok(upstream[0].iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect())
+        Ok(super::one_per_upstream_item(upstream[0]))
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let image_path = inputs.file("image")?;

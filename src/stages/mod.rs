@@ -172,6 +172,11 @@ pub struct ItemSpec {
     pub inputs: Vec<InputSpec>,
 }
 
+/// One item per item of the (first) upstream stage, with the same id: the shape of every per-image stage.
+pub fn one_per_upstream_item(ids: &[String]) -> Vec<ItemSpec> {
+    ids.iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect()
+}
+
 /// The files handed to [`Stage::compute`], by role: source roles as planned, upstream outputs by their
 /// output role.
 #[derive(Debug, Clone, Default)]
