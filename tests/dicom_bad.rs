@@ -45,6 +45,19 @@ fn phantom_style_dicom_roundtrips_exactly() {
 }
 
 #[test]
+fn deflated_and_implicit_vr_files_decode_to_the_same_pixels() {
+    let img = image(33, 21, 16);
+    let good = write_mg(&img, &spec(false, false, 16)).unwrap();
+    for ts in ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2"] {
+        let bytes = rewrite(&good, Some(ts), |_| {});
+        let file = open_bytes(&bytes, ts).unwrap();
+        assert_eq!(file.meta().transfer_syntax().trim_end_matches('\0'), ts);
+        let d = decode(&file, ts, DecodeOptions { voi: VoiChoice::None, max_pixels: 1 << 20 }, &[1; 32]).unwrap();
+        assert_eq!(d.image.data, img.data, "{ts}");
+    }
+}
+
+#[test]
 fn bad_dicom_files_fail_alone_with_clear_messages() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
