@@ -7,6 +7,7 @@ use super::args::RunArgs;
 
 pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
     let pipeline = super::load(&a.common)?;
+    let workspace = pipeline.workspace.clone();
     let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
     let cluster = match (a.processes, a.process_index, &a.hostfile) {
@@ -40,15 +41,11 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
             println!("picture: {}", p.display());
         }
         if report.failed > 0 {
-            println!("{} item(s) failed: see the `error` column of the stage manifests in {}/manifests", report.failed, opts_workspace(&a));
+            println!("{} item(s) failed: see the `error` column of the stage manifests in {}/manifests", report.failed, workspace.display());
         }
     }
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(if report.failed > 0 { 1 } else { 0 })
-}
-
-fn opts_workspace(a: &RunArgs) -> String {
-    super::load(&a.common).map(|p| p.workspace.display().to_string()).unwrap_or_default()
 }
