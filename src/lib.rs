@@ -14,6 +14,8 @@ pub mod error;
 pub mod exec;
 pub mod gc;
 pub mod hash;
+pub mod models;
+pub mod nn;
 pub mod phantom_anatomy;
 pub mod pipeline;
 pub mod plan;

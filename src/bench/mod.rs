@@ -6,6 +6,7 @@ mod augment;
 mod dicom;
 mod peer;
 mod rerun;
+mod train_step;
 
 pub use peer::{peers_dir, peers_python};
 
@@ -52,10 +53,12 @@ pub struct BenchOptions {
     pub items: Option<usize>,
     /// Do not run the peer.
     pub no_peer: bool,
+    /// Device for benchmarks that run networks (`cpu`, `cuda:N`, `auto`; default cpu).
+    pub device: Option<String>,
 }
 
 /// Benchmark names.
-pub const NAMES: &[&str] = &["rerun", "dicom", "augment"];
+pub const NAMES: &[&str] = &["rerun", "dicom", "augment", "train-step"];
 
 /// Runs a benchmark by name.
 pub fn run(name: &str, opts: &BenchOptions) -> anyhow::Result<Report> {
@@ -63,6 +66,7 @@ pub fn run(name: &str, opts: &BenchOptions) -> anyhow::Result<Report> {
         "rerun" => rerun::run(opts),
         "dicom" => dicom::run(opts),
         "augment" => augment::run(opts),
+        "train-step" => train_step::run(opts),
         other => anyhow::bail!(
             "unknown benchmark `{other}` (known: {}){}",
             NAMES.join(", "),

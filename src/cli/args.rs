@@ -29,6 +29,8 @@ pub enum Command {
     Gc(GcArgs),
     /// Run a benchmark and print our figure beside the peer's from the same run.
     Bench(BenchArgs),
+    /// Inspect the networks (`model summary NAME`).
+    Model(ModelArgs),
 }
 
 /// Arguments every command that takes a pipeline accepts.
@@ -109,17 +111,63 @@ pub struct GcArgs {
 /// `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark name: rerun, dicom, augment.
+    /// Benchmark name: rerun, dicom, augment, train-step.
     pub name: String,
     /// Print a JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
-    /// Number of items (rerun: default 1000; dicom: files in the memory run, default 200).
+    /// Number of items (rerun: default 1000; dicom: files in the memory run, default 200;
+    /// train-step: timed steps per network).
     #[arg(long)]
     pub items: Option<usize>,
     /// Skip the peer even when its Python is available.
     #[arg(long)]
     pub no_peer: bool,
+    /// Device for benchmarks that run networks: cpu, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+/// `model`.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    pub command: ModelCommand,
+}
+
+/// Model commands.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Parameter count, output shape and intermediate map shapes of a network.
+    Summary(SummaryArgs),
+}
+
+/// `model summary NAME`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// fcn32, fcn16, fcn8, unet, dilation10-front, dilation10-context, dilation10-global, deeplabv3.
+    pub name: String,
+    /// Channel multiplier (1 = the paper's network, 0.25 = a quarter of the channels).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f64,
+    /// Input height and width (default: the paper's size for the network).
+    #[arg(long, num_args = 2, value_names = ["H", "W"])]
+    pub input: Option<Vec<usize>>,
+    /// Output classes.
+    #[arg(long, default_value_t = 2)]
+    pub classes: usize,
+    /// Input channels (3: gray replicated, as the study feeds the networks).
+    #[arg(long, default_value_t = 3)]
+    pub in_channels: usize,
+    /// DeepLabv3 output stride: 8 or 16.
+    #[arg(long)]
+    pub output_stride: Option<usize>,
+    /// cpu, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Print a JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::bench::{self, BenchOptions};
 use super::args::BenchArgs;
 
 pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<i32> {
-    let r = bench::run(&a.name, &BenchOptions { items: a.items, no_peer: a.no_peer })?;
+    let r = bench::run(&a.name, &BenchOptions { items: a.items, no_peer: a.no_peer, device: Some(a.device.clone()) })?;
     let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     println!("bench {}", r.bench);
     println!("{:<22} {:>6} {:>10} {:>10} {:>8}", "case", "unit", "ours", "peer", "speedup");

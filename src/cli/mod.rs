@@ -4,6 +4,7 @@
 mod args;
 mod bench_cmd;
 mod dag;
+mod model_cmd;
 mod run_cmd;
 mod status_cmd;
 
@@ -43,6 +44,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(a) => bench_cmd::bench(a),
+        Command::Model(a) => model_cmd::model(a),
     }
 }
 
