@@ -109,7 +109,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         };
         let (ours, params) = time_ours(c.arch, c.input, BATCH, WIDTH, c.warmup, c.steps, &device)?;
         let case = format!("{} {} x{BATCH}", c.arch, c.input);
-        notes.push(format!("{case}: {:.2} M trainable parameters, {:.2} img/s", params as f64 / 1e6, BATCH as f64 * 1e3 / ours));
+        notes.push(format!("{case}: {params} trainable parameters, {:.2} img/s", BATCH as f64 * 1e3 / ours));
         rows.push(Row::time(&case, "ms", ours, theirs));
     }
     notes.push("speedup < 1 means PyTorch is faster; the fast-kernels issue drives this down".into());

@@ -7,7 +7,8 @@
 //! from the front's scores. The scores are resized x8 (bilinear) to the input.
 //!
 //! The three variants of the study are three training stages of one network: `front` (no context
-//! module), `context` (front frozen: only `context.*` variables are trainable) and `global` (all trained).
+//! module), `context` (front frozen: only `context.*` variables are trainable, and the backward pass stops
+//! at the front's scores) and `global` (all trained).
 //! Padding is SAME everywhere (the Caffe original pads the input by reflection and uses valid
 //! convolutions; SAME keeps the output stride exactly 8 for any input).
 
@@ -83,6 +84,11 @@ impl SegModel for Dilation10 {
         let f = layers::dropout(&self.fc7.forward(&f)?.relu()?, p, train)?;
         let mut s = self.score.forward(&f)?;
         probe.record("front scores (stride 8)", &s);
+        if self.cfg.stage == Stage::Context {
+            // The front is frozen in this stage: cut the graph here so the backward pass stops at the
+            // context module instead of computing gradients nobody applies (3x cheaper per step).
+            s = s.detach();
+        }
         let n = self.context.len();
         for (i, conv) in self.context.iter().enumerate() {
             s = conv.forward(&s)?;

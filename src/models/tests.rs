@@ -37,6 +37,10 @@ fn every_network_builds_runs_forward_and_trains_one_step() {
         let mut opt = crate::nn::SgdMomentum::new(vars.iter().map(|v| v.1.clone()).collect(), 1e-2, 0.9, 5e-3);
         let before: Vec<f32> = vars[0].1.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let grads = loss.backward().unwrap();
+        if arch == Arch::Dilation10Context {
+            let front = vm.data().lock().unwrap()["front.fc6.weight"].as_tensor().clone();
+            assert!(grads.get(&front).is_none(), "the frozen front gets no gradient");
+        }
         let with_grad = vars.iter().filter(|(_, v)| grads.get(v.as_tensor()).is_some()).count();
         assert_eq!(with_grad, vars.len(), "{arch}: every trainable variable gets a gradient");
         opt.step(&grads).unwrap();
