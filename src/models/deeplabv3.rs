@@ -2,10 +2,11 @@
 //!
 //! ASPP: a 1x1 convolution, three 3x3 atrous convolutions (rates 12, 24, 36 at output stride 8; 6, 12, 18
 //! at 16), and image-level pooling (global mean, 1x1, broadcast back); concatenated and projected by a 1x1
-//! to 256 channels (width 1). The pooling branch is a 1x1 convolution with bias and ReLU but no
-//! normalisation: GroupNorm of a 1 x 1 map normalises across a group's channels only, and at narrow widths
-//! a group is a single channel, which would make the branch a constant. Then torchvision's head (3x3, norm, ReLU, 1x1 to the classes) and a bilinear
-//! resize to the input. Every normalisation is GroupNorm. On a 769 input at output stride 8 the trunk's
+//! to 256 channels (width 1), then torchvision's head (3x3, norm, ReLU, 1x1 to the classes) and a
+//! bilinear resize to the input. The pooling branch's GroupNorm sees a 1 x 1 map, so it normalises across
+//! a group's channels only: it keeps 8 channels per group (32 groups at width 1, as everywhere) at every
+//! width, where the other norms would drop to one channel per group at narrow widths and turn that branch
+//! into a constant. Every normalisation is GroupNorm. On a 769 input at output stride 8 the trunk's
 //! map is 97 x 97.
 
 use super::{ch, layers, resnet18::ResNet18Gn, Probe, SegModel};
@@ -48,7 +49,7 @@ pub struct DeepLabV3 {
     cfg: Config,
     backbone: ResNet18Gn,
     branches: Vec<ConvGn>,
-    pool: Conv2d,
+    pool: ConvGn,
     project: ConvGn,
     head: ConvGn,
     cls: Conv2d,
@@ -74,7 +75,7 @@ impl DeepLabV3 {
         for (i, r) in rates.iter().enumerate() {
             branches.push(ConvGn::new(cin, a, 3, *r, g, va.pp(format!("b{}", i + 1)))?);
         }
-        let pool = layers::conv_same(cin, a, 1, 1, va.pp("pool"))?;
+        let pool = ConvGn::new(cin, a, 1, 1, (a / 8).clamp(1, g), va.pp("pool"))?;
         let project = ConvGn::new(5 * a, a, 1, 1, g, va.pp("project"))?;
         let head = ConvGn::new(a, a, 3, 1, g, vb.pp("head"))?;
         let cls = layers::conv_same(a, cfg.classes, 1, 1, vb.pp("cls"))?;
@@ -91,7 +92,7 @@ impl SegModel for DeepLabV3 {
         for b in &self.branches {
             outs.push(b.forward(&f)?);
         }
-        let pooled = self.pool.forward(&f.mean_keepdim(2)?.mean_keepdim(3)?)?.relu()?;
+        let pooled = self.pool.forward(&f.mean_keepdim(2)?.mean_keepdim(3)?)?;
         outs.push(pooled.broadcast_as(outs[0].shape())?.contiguous()?);
         let cat = Tensor::cat(&outs, 1)?;
         let a = layers::dropout(&self.project.forward(&cat)?, self.cfg.dropout, train)?;

@@ -34,7 +34,7 @@ pub fn upconv(cin: usize, cout: usize, k: usize, s: usize, p: usize, bias: bool,
 /// The largest group count `<= max_groups` that divides `channels`: 32 groups at full width, fewer
 /// when a narrow width leaves fewer channels (a group must hold whole channels).
 pub fn gn_groups(channels: usize, max_groups: usize) -> usize {
-    (1..=max_groups.min(channels)).rev().find(|g| channels % g == 0).unwrap_or(1)
+    (1..=max_groups.min(channels)).rev().find(|g| channels.is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// GroupNorm over `channels` with [`gn_groups`] groups (weight 1, bias 0 initially).

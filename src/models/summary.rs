@@ -36,7 +36,9 @@ pub struct Summary {
 
 /// Records `(name, shape)` of every variable the network asks for; returns zeros.
 #[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(String, Vec<usize>)>>>);
+struct Recorder(Arc<Mutex<Vec<VarShape>>>);
+
+type VarShape = (String, Vec<usize>);
 
 impl SimpleBackend for Recorder {
     fn get(&self, s: Shape, name: &str, _h: candle_nn::Init, dtype: DType, dev: &Device) -> Result<Tensor> {

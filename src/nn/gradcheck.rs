@@ -116,9 +116,9 @@ mod tests {
     #[test]
     fn max_pools() {
         let x = rnd(&[2, 2, 8, 6], 21);
-        assert_ok("max_pool 2/2", check(|t| max_pool2x2(&t[0]), &[x.clone()], 1e-6, 200).unwrap());
+        assert_ok("max_pool 2/2", check(|t| max_pool2x2(&t[0]), std::slice::from_ref(&x), 1e-6, 200).unwrap());
         let x = rnd(&[1, 2, 7, 5], 23);
-        assert_ok("max_pool 2/2 odd", check(|t| max_pool2x2(&t[0]), &[x.clone()], 1e-6, 200).unwrap());
+        assert_ok("max_pool 2/2 odd", check(|t| max_pool2x2(&t[0]), &[x], 1e-6, 200).unwrap());
         let x = rnd(&[2, 2, 7, 9], 22);
         assert_ok("max_pool 3/2 pad 1", check(|t| max_pool2d_padded(&t[0], 3, 2, 1), &[x], 1e-6, 200).unwrap());
     }
