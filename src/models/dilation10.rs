@@ -12,7 +12,8 @@
 //! Padding is SAME everywhere (the Caffe original pads the input by reflection and uses valid
 //! convolutions; SAME keeps the output stride exactly 8 for any input).
 
-use super::{ch, layers, vgg16::Vgg16, Probe, SegModel};
+use super::vgg16::{FcLayers, Vgg16};
+use super::{layers, Probe, SegModel};
 use crate::nn::resize_bilinear;
 use candle_core::{Module, Result, Tensor};
 use crate::nn::Conv2d;
@@ -43,8 +44,7 @@ pub struct Config {
 pub struct Dilation10 {
     cfg: Config,
     vgg: Vgg16,
-    fc6: Conv2d,
-    fc7: Conv2d,
+    fc: FcLayers,
     score: Conv2d,
     context: Vec<Conv2d>,
 }
@@ -58,10 +58,8 @@ impl Dilation10 {
         let front = vb.pp("front");
         let wd = cfg.width;
         let vgg = Vgg16::new(cfg.in_channels, wd, [true, true, true, false, false], [1, 1, 1, 1, 2], front.clone())?;
-        let fc = ch(4096, wd);
-        let fc6 = layers::conv_same(Vgg16::channels(4, wd), fc, 7, 4, front.pp("fc6"))?;
-        let fc7 = layers::conv_same(fc, fc, 1, 1, front.pp("fc7"))?;
-        let score = layers::conv_same(fc, cfg.classes, 1, 1, front.pp("score"))?;
+        let fc = FcLayers::new(Vgg16::channels(4, wd), wd, 4, cfg.dropout, front.clone())?;
+        let score = layers::conv_same(FcLayers::channels(wd), cfg.classes, 1, 1, front.pp("score"))?;
         let mut context = Vec::new();
         if cfg.stage != Stage::Front {
             let c = cfg.classes;
@@ -71,7 +69,7 @@ impl Dilation10 {
             }
             context.push(layers::conv_same(c, c, 1, 1, vc.pp("out"))?);
         }
-        Ok(Dilation10 { cfg, vgg, fc6, fc7, score, context })
+        Ok(Dilation10 { cfg, vgg, fc, score, context })
     }
 }
 
@@ -79,10 +77,7 @@ impl SegModel for Dilation10 {
     fn forward_probe(&self, x: &Tensor, train: bool, probe: &mut Probe) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let feats = self.vgg.forward(x, probe)?;
-        let p = self.cfg.dropout;
-        let f = layers::dropout(&self.fc6.forward(&feats[4])?.relu()?, p, train)?;
-        let f = layers::dropout(&self.fc7.forward(&f)?.relu()?, p, train)?;
-        let mut s = self.score.forward(&f)?;
+        let mut s = self.score.forward(&self.fc.forward(&feats[4], train)?)?;
         probe.record("front scores (stride 8)", &s);
         if self.cfg.stage == Stage::Context {
             // The front is frozen in this stage: cut the graph here so the backward pass stops at the

@@ -9,7 +9,8 @@
 //!
 //! No ReLU on the score path (scores, up-convolutions): the reference FCN does not have one either.
 
-use super::{ch, layers, vgg16::Vgg16, Probe, SegModel};
+use super::vgg16::{FcLayers, Vgg16};
+use super::{layers, Probe, SegModel};
 use crate::nn::resize_bilinear;
 use candle_core::{Module, Result, Tensor};
 use crate::nn::Conv2d;
@@ -39,8 +40,7 @@ pub struct Config {
 pub struct Fcn {
     cfg: Config,
     vgg: Vgg16,
-    fc6: Conv2d,
-    fc7: Conv2d,
+    fc: FcLayers,
     score_fr: Conv2d,
     score_pool4: Option<Conv2d>,
     upscore2: Option<ConvTranspose2d>,
@@ -61,11 +61,8 @@ impl Fcn {
         let wd = cfg.width;
         let k = cfg.classes;
         let vgg = Vgg16::new(cfg.in_channels, wd, [true; 5], [1; 5], vb.clone())?;
-        let c5 = Vgg16::channels(4, wd);
-        let fc = ch(4096, wd);
-        let fc6 = layers::conv_same(c5, fc, 7, 1, vb.pp("fc6"))?;
-        let fc7 = layers::conv_same(fc, fc, 1, 1, vb.pp("fc7"))?;
-        let score_fr = layers::conv_same(fc, k, 1, 1, vb.pp("score_fr"))?;
+        let fc = FcLayers::new(Vgg16::channels(4, wd), wd, 1, cfg.dropout, vb.clone())?;
+        let score_fr = layers::conv_same(FcLayers::channels(wd), k, 1, 1, vb.pp("score_fr"))?;
         let (mut score_pool4, mut upscore2, mut score_pool3, mut upscore_pool4) = (None, None, None, None);
         if cfg.variant != Variant::Fcn32 {
             score_pool4 = Some(layers::conv_same(Vgg16::channels(3, wd), k, 1, 1, vb.pp("score_pool4"))?);
@@ -75,7 +72,7 @@ impl Fcn {
             score_pool3 = Some(layers::conv_same(Vgg16::channels(2, wd), k, 1, 1, vb.pp("score_pool3"))?);
             upscore_pool4 = Some(layers::upconv(k, k, 4, 2, 1, false, vb.pp("upscore_pool4"))?);
         }
-        Ok(Fcn { cfg, vgg, fc6, fc7, score_fr, score_pool4, upscore2, score_pool3, upscore_pool4 })
+        Ok(Fcn { cfg, vgg, fc, score_fr, score_pool4, upscore2, score_pool3, upscore_pool4 })
     }
 }
 
@@ -83,10 +80,7 @@ impl SegModel for Fcn {
     fn forward_probe(&self, x: &Tensor, train: bool, probe: &mut Probe) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let feats = self.vgg.forward(x, probe)?;
-        let p = self.cfg.dropout;
-        let f = layers::dropout(&self.fc6.forward(&feats[4])?.relu()?, p, train)?;
-        let f = layers::dropout(&self.fc7.forward(&f)?.relu()?, p, train)?;
-        let mut s = self.score_fr.forward(&f)?;
+        let mut s = self.score_fr.forward(&self.fc.forward(&feats[4], train)?)?;
         probe.record("score_fr", &s);
         if let (Some(up), Some(sp4)) = (&self.upscore2, &self.score_pool4) {
             s = (up.forward(&s)? + sp4.forward(&feats[3])?)?;

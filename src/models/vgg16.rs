@@ -58,3 +58,33 @@ impl Vgg16 {
         Ok(outs)
     }
 }
+
+/// fc6 and fc7 of VGG16 as convolutions (7x7 with the given dilation, then 1x1; 4096 channels at width 1),
+/// each followed by ReLU and, in training, dropout: the part FCN and Dilation10's front share after the
+/// convolutional blocks.
+pub struct FcLayers {
+    fc6: Conv2d,
+    fc7: Conv2d,
+    dropout: f32,
+}
+
+impl FcLayers {
+    pub fn new(cin: usize, width: f64, fc6_dilation: usize, dropout: f32, vb: VarBuilder) -> Result<Self> {
+        let fc = Self::channels(width);
+        Ok(FcLayers {
+            fc6: layers::conv_same(cin, fc, 7, fc6_dilation, vb.pp("fc6"))?,
+            fc7: layers::conv_same(fc, fc, 1, 1, vb.pp("fc7"))?,
+            dropout,
+        })
+    }
+
+    /// Output channels at `width`.
+    pub fn channels(width: f64) -> usize {
+        ch(4096, width)
+    }
+
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let f = layers::dropout(&self.fc6.forward(x)?.relu()?, self.dropout, train)?;
+        layers::dropout(&self.fc7.forward(&f)?.relu()?, self.dropout, train)
+    }
+}
