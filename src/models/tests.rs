@@ -151,6 +151,14 @@ fn fcn16_starts_from_fcn32_weights() {
     let a = vm32.data().lock().unwrap()["fc6.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = vm16.data().lock().unwrap()["fc6.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a, b);
+    // And FCN16 into FCN8: only the pool3 skip starts fresh.
+    let path16 = dir.path().join("fcn16.safetensors");
+    vm16.save(&path16).unwrap();
+    let mut vm8 = VarMap::new();
+    build(&spec(Arch::Fcn8, 1.0 / 16.0, 64), &mut vm8, DType::F32, &Device::Cpu).unwrap();
+    let report = init::init_from(&vm8, &path16).unwrap();
+    assert_eq!(report.missing, vec!["score_pool3.bias", "score_pool3.weight", "upscore_pool4.weight"]);
+    assert!(report.unused.is_empty());
     // A file of another width is refused, naming the tensor.
     let mut wide = VarMap::new();
     build(&spec(Arch::Fcn16, 1.0 / 8.0, 64), &mut wide, DType::F32, &Device::Cpu).unwrap();
