@@ -115,3 +115,50 @@ pub fn load_vgg16(varmap: &VarMap, path: &Path, prefix: &str) -> Result<LoadRepo
     });
     Ok(report)
 }
+
+/// Where a network's starting weights come from, for the train stage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StartFrom {
+    /// A safetensors file of an earlier stage (FCN32 for FCN16, FCN16 for FCN8, Dilation10 front for
+    /// context, ...), matched by variable name.
+    pub init_from: Option<std::path::PathBuf>,
+    /// VGG16 weights (ImageNet), for the networks with a VGG16 encoder.
+    pub vgg16: Option<std::path::PathBuf>,
+}
+
+/// Applies `start` to a freshly built network and returns the line the train stage logs. With nothing to
+/// start from, the line says the network trains from scratch (ImageNet weights cannot be downloaded here),
+/// so a result table is never mistaken for a pre-trained run.
+pub fn apply_start(varmap: &VarMap, arch: super::Arch, start: &StartFrom) -> Result<String> {
+    use super::Arch;
+    let mut lines = Vec::new();
+    if let Some(p) = &start.vgg16 {
+        let prefix = match arch {
+            Arch::Fcn32 | Arch::Fcn16 | Arch::Fcn8 => "",
+            Arch::Dilation10Front | Arch::Dilation10Context | Arch::Dilation10Global => "front.",
+            other => candle_core::bail!("{other} has no VGG16 encoder: drop the vgg16 weights for it"),
+        };
+        let r = load_vgg16(varmap, p, prefix)?;
+        if r.loaded.is_empty() {
+            candle_core::bail!("{}: no VGG16 tensor matched the network's names", p.display());
+        }
+        lines.push(format!("VGG16 weights from {}: {r}", p.display()));
+    }
+    if let Some(p) = &start.init_from {
+        let r = init_from(varmap, p)?;
+        if r.loaded.is_empty() {
+            candle_core::bail!("{}: no tensor matched the network's variable names", p.display());
+        }
+        lines.push(format!("initialised from {}: {r}", p.display()));
+    }
+    if lines.is_empty() {
+        let what = match arch {
+            Arch::Fcn32 | Arch::Fcn16 | Arch::Fcn8 | Arch::Dilation10Front | Arch::Dilation10Context | Arch::Dilation10Global => {
+                " (no VGG16 ImageNet weights given, and they cannot be downloaded here: the paper started from them)"
+            }
+            _ => "",
+        };
+        lines.push(format!("{arch}: training from scratch, random initial weights{what}"));
+    }
+    Ok(lines.join("; "))
+}

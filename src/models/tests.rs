@@ -184,3 +184,25 @@ fn vgg16_weights_load_from_torchvision_names() {
     let fc6 = vm.data().lock().unwrap()["front.fc6.weight"].as_tensor().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert_eq!(fc6 as usize, ch(4096, w) * ch(512, w) * 49);
 }
+
+#[test]
+fn the_start_is_logged_and_unusable_files_refused() {
+    let mut vm = VarMap::new();
+    build(&spec(Arch::Fcn32, 1.0 / 16.0, 64), &mut vm, DType::F32, &Device::Cpu).unwrap();
+    let line = init::apply_start(&vm, Arch::Fcn32, &init::StartFrom::default()).unwrap();
+    assert!(line.contains("training from scratch") && line.contains("VGG16"), "{line}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fcn32.safetensors");
+    vm.save(&path).unwrap();
+    let mut vm16 = VarMap::new();
+    build(&spec(Arch::Fcn16, 1.0 / 16.0, 64), &mut vm16, DType::F32, &Device::Cpu).unwrap();
+    let line = init::apply_start(&vm16, Arch::Fcn16, &init::StartFrom { init_from: Some(path.clone()), vgg16: None }).unwrap();
+    assert!(line.contains("initialised from") && line.contains("kept their initial values"), "{line}");
+    // A file with nothing in common, or VGG16 weights for a network without VGG16, are errors.
+    let mut vm_unet = VarMap::new();
+    build(&spec(Arch::Unet, 1.0 / 16.0, 188), &mut vm_unet, DType::F32, &Device::Cpu).unwrap();
+    let e = init::apply_start(&vm_unet, Arch::Unet, &init::StartFrom { init_from: Some(path.clone()), vgg16: None }).unwrap_err().to_string();
+    assert!(e.contains("no tensor matched"), "{e}");
+    let e = init::apply_start(&vm_unet, Arch::Unet, &init::StartFrom { init_from: None, vgg16: Some(path) }).unwrap_err().to_string();
+    assert!(e.contains("no VGG16 encoder"), "{e}");
+}
