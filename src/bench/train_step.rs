@@ -93,9 +93,8 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     let device = crate::nn::parse_device(opts.device.as_deref().unwrap_or("cpu"))?;
     let dev_name = crate::nn::device::device_name(&device);
     let mut notes = vec![format!(
-        "ms per training step (forward + weighted cross-entropy + backward + SGD momentum 0.9), median after warm-up; width 1/4, batch {BATCH}, f32, {dev_name} with {} threads; peer = PyTorch {} from the same run",
-        candle_core::utils::get_num_threads(),
-        "(torch_unet.py / torch_fcn8.py)"
+        "ms per training step (forward + weighted cross-entropy + backward + SGD momentum 0.9), median after warm-up; width 1/4, batch {BATCH}, f32, {dev_name} with {} threads; peer = PyTorch (torch_unet.py / torch_fcn8.py) from the same run",
+        candle_core::utils::get_num_threads()
     )];
     if peers_python().is_none() && !opts.no_peer {
         notes.push("peer: set MAMMOFLOW_PEERS_PYTHON to a venv python with torch (see ../shared/peers/README.md) to measure PyTorch side by side".into());

@@ -65,13 +65,22 @@ fn stride_map(arch: Arch) -> Option<&'static str> {
     }
 }
 
-/// Builds `spec` with zero weights, counts its parameters and runs one zero image through it.
-pub fn summarize(spec: &ModelSpec, device: &Device) -> Result<Summary> {
+/// Builds `spec` with zero weights; returns the network and every variable it asked for.
+fn build_recorded(spec: &ModelSpec, device: &Device) -> Result<(Box<dyn super::SegModel>, Vec<VarShape>)> {
     let rec = Recorder::default();
     let vb = VarBuilder::from_backend(Box::new(rec.clone()), DType::F32, device.clone());
     let model = spec.construct(vb)?;
     let vars = rec.0.lock().expect("recorder").clone();
-    let count = |v: &(String, Vec<usize>)| v.1.iter().product::<usize>();
+    Ok((model, vars))
+}
+
+fn count(v: &VarShape) -> usize {
+    v.1.iter().product()
+}
+
+/// Builds `spec` with zero weights, counts its parameters and runs one zero image through it.
+pub fn summarize(spec: &ModelSpec, device: &Device) -> Result<Summary> {
+    let (model, vars) = build_recorded(spec, device)?;
     let params: usize = vars.iter().map(count).sum();
     let prefixes = model.trainable_prefixes();
     let trainable_params: usize = vars
@@ -107,11 +116,7 @@ pub fn summarize(spec: &ModelSpec, device: &Device) -> Result<Summary> {
 
 /// Counts parameters only (no forward pass).
 pub fn count_params(spec: &ModelSpec) -> Result<usize> {
-    let rec = Recorder::default();
-    let vb = VarBuilder::from_backend(Box::new(rec.clone()), DType::F32, Device::Cpu);
-    spec.construct(vb)?;
-    let n = rec.0.lock().expect("recorder").iter().map(|v| v.1.iter().product::<usize>()).sum();
-    Ok(n)
+    Ok(build_recorded(spec, &Device::Cpu)?.1.iter().map(count).sum())
 }
 
 impl std::fmt::Display for Summary {

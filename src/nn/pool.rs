@@ -22,7 +22,7 @@ pub fn max_pool2d_padded(x: &Tensor, kernel: usize, stride: usize, padding: usiz
     }
     let oh = (h + 2 * padding - kernel) / stride + 1;
     let ow = (w + 2 * padding - kernel) / stride + 1;
-    let xp = pad_neg_inf(x, padding, padding)?;
+    let xp = pad_neg_inf(x, padding)?;
     let mut out: Option<Tensor> = None;
     for dy in 0..kernel {
         let rows: Vec<u32> = (0..oh).map(|i| (dy + stride * i) as u32).collect();
@@ -52,7 +52,7 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
 }
 
 /// Pads H and W by `p` on each side with `-inf` (zeros, plus a constant mask that carries no gradient).
-fn pad_neg_inf(x: &Tensor, p: usize, _q: usize) -> Result<Tensor> {
+fn pad_neg_inf(x: &Tensor, p: usize) -> Result<Tensor> {
     if p == 0 {
         return Ok(x.clone());
     }
