@@ -135,7 +135,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
                 if let Some(fail) = p.and_then(|v| v[op].as_str()) {
                     notes.push(format!("albumentations {dtype} {size} {op}: {fail}"));
                 }
-                rows.push(Row { case: format!("{dtype} {size} {op}"), unit: "pairs/s".into(), ours, peer: theirs, speedup: theirs.map(|t| ours / t) });
+                rows.push(Row { case: format!("{dtype} {size} {op}"), unit: "pairs/s".into(), ours, peer: theirs, speedup: theirs.map(|t| ours / t), ..Default::default() });
             }
         }
     }

@@ -101,7 +101,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         rows.push(Row::time(&format!("{name} per file"), "ms", ms, pms));
         let rate = mp / (ms / 1000.0);
         let prate = pms.map(|p| mp / (p / 1000.0));
-        rows.push(Row { case: format!("{name} throughput"), unit: "MP/s".into(), ours: rate, peer: prate, speedup: prate.map(|p| rate / p) });
+        rows.push(Row { case: format!("{name} throughput"), unit: "MP/s".into(), ours: rate, peer: prate, speedup: prate.map(|p| rate / p), ..Default::default() });
     }
     let n = opts.items.unwrap_or(200);
     let dir = std::env::temp_dir().join(format!("mammoflow-bench-dicom-{}", std::process::id()));
@@ -111,8 +111,8 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     let (rss_small, t_small) = peak_rss(small, &dir)?;
     let (rss_big, t_big) = peak_rss(n, &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
-    rows.push(Row { case: format!("peak RSS, {small} MG files"), unit: "MiB".into(), ours: rss_small, peer: None, speedup: None });
-    rows.push(Row { case: format!("peak RSS, {n} MG files"), unit: "MiB".into(), ours: rss_big, peer: None, speedup: None });
+    rows.push(Row { case: format!("peak RSS, {small} MG files"), unit: "MiB".into(), ours: rss_small, peer: None, speedup: None, ..Default::default() });
+    rows.push(Row { case: format!("peak RSS, {n} MG files"), unit: "MiB".into(), ours: rss_big, peer: None, speedup: None, ..Default::default() });
     notes.push(format!("memory: ingesting {small} then {n} full-field MG files (12 MP each, cycled) with one worker took {t_small:.1} s and {t_big:.1} s; peak RSS {rss_small:.0} vs {rss_big:.0} MiB (flat = does not grow with N)"));
     Ok(Report { bench: "dicom".into(), rows, notes })
 }

@@ -13,7 +13,7 @@ pub use peer::{peers_dir, peers_python};
 use serde::Serialize;
 
 /// One benchmark row.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     /// What is measured.
     pub case: String,
@@ -25,12 +25,27 @@ pub struct Row {
     pub peer: Option<f64>,
     /// How many times faster we are (> 1 = faster).
     pub speedup: Option<f64>,
+    /// The same case on plain candle ops (`train-step`), same unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candle: Option<f64>,
+    /// Our peak resident memory for this case, MiB (`train-step`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_mib: Option<f64>,
+    /// The peer's peak resident memory for this case, MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_rss_mib: Option<f64>,
+    /// Achieved GFLOP/s (`train-step --layers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gflops: Option<f64>,
+    /// Calls per step (`train-step --layers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<f64>,
 }
 
 impl Row {
     /// A row for a time (lower is better): speedup = peer / ours.
     pub fn time(case: &str, unit: &str, ours: f64, peer: Option<f64>) -> Row {
-        Row { case: case.into(), unit: unit.into(), ours, peer, speedup: peer.map(|p| p / ours.max(1e-12)) }
+        Row { case: case.into(), unit: unit.into(), ours, peer, speedup: peer.map(|p| p / ours.max(1e-12)), candle: None, rss_mib: None, peer_rss_mib: None, gflops: None, calls: None }
     }
 }
 
@@ -55,6 +70,10 @@ pub struct BenchOptions {
     pub no_peer: bool,
     /// Device for benchmarks that run networks (`cpu`, `cuda:N`, `auto`; default cpu).
     pub device: Option<String>,
+    /// `train-step --layers`: time per layer type instead of per network.
+    pub layers: bool,
+    /// `train-step`: run one case in this process (`INDEX:ours|candle`), for the parent's RSS figure.
+    pub child: Option<String>,
 }
 
 /// Benchmark names.

@@ -12,8 +12,8 @@
 use super::{ch, layers, resnet18::ResNet18Gn, Probe, SegModel};
 use crate::nn::resize_bilinear;
 use candle_core::{Module, Result, Tensor};
-use crate::nn::Conv2d;
-use candle_nn::{GroupNorm, VarBuilder};
+use crate::nn::{Conv2d, GroupNorm};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,10 +38,10 @@ struct ConvGn {
 impl ConvGn {
     fn new(cin: usize, cout: usize, k: usize, dilation: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         let pad = dilation * (k - 1) / 2;
-        Ok(ConvGn { conv: layers::conv_nobias(cin, cout, k, 1, pad, dilation, vb.pp("conv"))?, gn: layers::group_norm(cout, groups, vb.pp("gn"))? })
+        Ok(ConvGn { conv: layers::conv_nobias(cin, cout, k, 1, pad, dilation, vb.pp("conv"))?, gn: layers::group_norm(cout, groups, vb.pp("gn"))?.with_relu() })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.gn.forward(&self.conv.forward(x)?)?.relu()
+        self.gn.forward(&self.conv.forward(x)?)
     }
 }
 

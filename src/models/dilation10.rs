@@ -88,7 +88,7 @@ impl SegModel for Dilation10 {
         for (i, conv) in self.context.iter().enumerate() {
             s = conv.forward(&s)?;
             if i + 1 < n {
-                s = s.relu()?;
+                s = crate::nn::relu(&s)?;
             }
         }
         if n > 0 {

@@ -13,8 +13,8 @@ use super::vgg16::{FcLayers, Vgg16};
 use super::{layers, Probe, SegModel};
 use crate::nn::resize_bilinear;
 use candle_core::{Module, Result, Tensor};
-use crate::nn::Conv2d;
-use candle_nn::{ConvTranspose2d, VarBuilder};
+use crate::nn::{Conv2d, ConvTranspose2d};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

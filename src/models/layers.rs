@@ -1,8 +1,8 @@
 //! Small constructors shared by the model files.
 
 use candle_core::{Result, Tensor};
-use crate::nn::Conv2d;
-use candle_nn::{Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, GroupNorm, VarBuilder};
+use crate::nn::{Conv2d, ConvTranspose2d, GroupNorm};
+use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, VarBuilder};
 
 /// `k x k` convolution with bias, SAME padding for odd `k` at any dilation.
 pub fn conv_same(cin: usize, cout: usize, k: usize, dilation: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -24,11 +24,7 @@ pub fn conv_nobias(cin: usize, cout: usize, k: usize, stride: usize, padding: us
 /// Transposed convolution, stride `s`, padding `p`.
 pub fn upconv(cin: usize, cout: usize, k: usize, s: usize, p: usize, bias: bool, vb: VarBuilder) -> Result<ConvTranspose2d> {
     let cfg = ConvTranspose2dConfig { padding: p, output_padding: 0, stride: s, dilation: 1 };
-    if bias {
-        candle_nn::conv_transpose2d(cin, cout, k, cfg, vb)
-    } else {
-        candle_nn::conv_transpose2d_no_bias(cin, cout, k, cfg, vb)
-    }
+    Ok(if bias { candle_nn::conv_transpose2d(cin, cout, k, cfg, vb)? } else { candle_nn::conv_transpose2d_no_bias(cin, cout, k, cfg, vb)? }.into())
 }
 
 /// The largest group count `<= max_groups` that divides `channels`: 32 groups at full width, fewer
@@ -39,7 +35,7 @@ pub fn gn_groups(channels: usize, max_groups: usize) -> usize {
 
 /// GroupNorm over `channels` with [`gn_groups`] groups (weight 1, bias 0 initially).
 pub fn group_norm(channels: usize, max_groups: usize, vb: VarBuilder) -> Result<GroupNorm> {
-    candle_nn::group_norm(gn_groups(channels, max_groups), channels, 1e-5, vb)
+    GroupNorm::new(gn_groups(channels, max_groups), channels, 1e-5, vb)
 }
 
 /// Dropout in training, identity otherwise.

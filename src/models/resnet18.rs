@@ -8,8 +8,8 @@
 
 use super::{ch, layers, Probe};
 use candle_core::{Module, Result, Tensor};
-use crate::nn::Conv2d;
-use candle_nn::{GroupNorm, VarBuilder};
+use crate::nn::{Conv2d, GroupNorm};
+use candle_nn::VarBuilder;
 
 struct BasicBlock {
     conv1: Conv2d,
@@ -23,7 +23,7 @@ impl BasicBlock {
     #[allow(clippy::too_many_arguments)]
     fn new(cin: usize, cout: usize, stride: usize, d1: usize, d2: usize, groups: usize, vb: VarBuilder) -> Result<Self> {
         let conv1 = layers::conv_nobias(cin, cout, 3, stride, d1, d1, vb.pp("conv1"))?;
-        let gn1 = layers::group_norm(cout, groups, vb.pp("gn1"))?;
+        let gn1 = layers::group_norm(cout, groups, vb.pp("gn1"))?.with_relu();
         let conv2 = layers::conv_nobias(cout, cout, 3, 1, d2, d2, vb.pp("conv2"))?;
         let gn2 = layers::group_norm(cout, groups, vb.pp("gn2"))?;
         let downsample = if stride != 1 || cin != cout {
@@ -35,13 +35,13 @@ impl BasicBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.gn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let h = self.gn1.forward(&self.conv1.forward(x)?)?;
         let h = self.gn2.forward(&self.conv2.forward(&h)?)?;
         let id = match &self.downsample {
             Some((c, g)) => g.forward(&c.forward(x)?)?,
             None => x.clone(),
         };
-        (h + id)?.relu()
+        crate::nn::relu(&(h + id)?)
     }
 }
 
@@ -63,7 +63,7 @@ impl ResNet18Gn {
         };
         let c0 = ch(64, width);
         let conv1 = layers::conv_nobias(in_channels, c0, 7, 2, 3, 1, vb.pp("conv1"))?;
-        let gn1 = layers::group_norm(c0, groups, vb.pp("gn1"))?;
+        let gn1 = layers::group_norm(c0, groups, vb.pp("gn1"))?.with_relu();
         let plan = [(64, 1, 1), (128, 2, 1), (256, l3.0, l3.1), (512, l4.0, l4.1)];
         let mut cin = c0;
         let mut prev_dilation = 1;
@@ -85,7 +85,7 @@ impl ResNet18Gn {
     }
 
     pub fn forward(&self, x: &Tensor, probe: &mut Probe) -> Result<Tensor> {
-        let h = self.gn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let h = self.gn1.forward(&self.conv1.forward(x)?)?;
         probe.record("conv1", &h);
         let mut h = crate::nn::max_pool2d_padded(&h, 3, 2, 1)?;
         probe.record("maxpool", &h);

@@ -5,8 +5,8 @@
 
 use super::{ch, layers, Probe, SegModel};
 use candle_core::{Module, Result, Tensor};
-use crate::nn::Conv2d;
-use candle_nn::{ConvTranspose2d, VarBuilder};
+use crate::nn::{Conv2d, ConvTranspose2d};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,10 +55,10 @@ struct DoubleConv {
 
 impl DoubleConv {
     fn new(cin: usize, cout: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(DoubleConv { conv1: layers::conv_valid(cin, cout, 3, vb.pp("conv1"))?, conv2: layers::conv_valid(cout, cout, 3, vb.pp("conv2"))? })
+        Ok(DoubleConv { conv1: layers::conv_valid(cin, cout, 3, vb.pp("conv1"))?.with_relu(), conv2: layers::conv_valid(cout, cout, 3, vb.pp("conv2"))?.with_relu() })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv2.forward(&self.conv1.forward(x)?.relu()?)?.relu()
+        self.conv2.forward(&self.conv1.forward(x)?)
     }
 }
 

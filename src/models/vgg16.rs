@@ -26,7 +26,7 @@ impl Vgg16 {
             let cout = ch(cout, width);
             let mut convs = Vec::new();
             for l in 0..n {
-                convs.push(layers::conv_same(c, cout, 3, dilation[b], vb.pp(format!("conv{}_{}", b + 1, l + 1)))?);
+                convs.push(layers::conv_same(c, cout, 3, dilation[b], vb.pp(format!("conv{}_{}", b + 1, l + 1)))?.with_relu());
                 c = cout;
             }
             blocks.push(convs);
@@ -45,7 +45,7 @@ impl Vgg16 {
         let mut h = x.clone();
         for (b, convs) in self.blocks.iter().enumerate() {
             for conv in convs {
-                h = conv.forward(&h)?.relu()?;
+                h = conv.forward(&h)?;
             }
             if self.pool_after[b] {
                 h = crate::nn::max_pool2x2(&h)?;
@@ -72,8 +72,8 @@ impl FcLayers {
     pub fn new(cin: usize, width: f64, fc6_dilation: usize, dropout: f32, vb: VarBuilder) -> Result<Self> {
         let fc = Self::channels(width);
         Ok(FcLayers {
-            fc6: layers::conv_same(cin, fc, 7, fc6_dilation, vb.pp("fc6"))?,
-            fc7: layers::conv_same(fc, fc, 1, 1, vb.pp("fc7"))?,
+            fc6: layers::conv_same(cin, fc, 7, fc6_dilation, vb.pp("fc6"))?.with_relu(),
+            fc7: layers::conv_same(fc, fc, 1, 1, vb.pp("fc7"))?.with_relu(),
             dropout,
         })
     }
@@ -84,7 +84,7 @@ impl FcLayers {
     }
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let f = layers::dropout(&self.fc6.forward(x)?.relu()?, self.dropout, train)?;
-        layers::dropout(&self.fc7.forward(&f)?.relu()?, self.dropout, train)
+        let f = layers::dropout(&self.fc6.forward(x)?, self.dropout, train)?;
+        layers::dropout(&self.fc7.forward(&f)?, self.dropout, train)
     }
 }

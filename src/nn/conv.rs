@@ -5,22 +5,32 @@
 //! of a 9 x 8 map then gets a 9 x 7 gradient and the backward fails (or, with other shapes, is wrong).
 //! When the two remainders differ, this layer pads explicitly and drops the trailing rows / columns no
 //! window reads, so both remainders are zero and candle's backward holds; the result is the same.
+//!
+//! On the CPU the layers run on our kernels ([`super::kernels`]): bias and ReLU are the convolution's
+//! epilogue there, one graph node instead of three (each node of candle's autograd costs a zero-filled
+//! gradient buffer and an add on top of its own backward). On CUDA they are candle's ops.
 
+use super::kernels;
 use candle_core::{Module, Result, Tensor};
 
-/// Wraps candle-nn's `Conv2d` (same variables, same forward result).
+/// Wraps candle-nn's `Conv2d` (same variables, same forward result), optionally followed by a ReLU.
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     inner: candle_nn::Conv2d,
+    relu: bool,
 }
 
 impl From<candle_nn::Conv2d> for Conv2d {
     fn from(inner: candle_nn::Conv2d) -> Self {
-        Conv2d { inner }
+        Conv2d { inner, relu: false }
     }
 }
 
 impl Conv2d {
+    /// The same layer with a ReLU after it (fused into the convolution on the CPU).
+    pub fn with_relu(self) -> Self {
+        Conv2d { relu: true, ..self }
+    }
     pub fn weight(&self) -> &Tensor {
         self.inner.weight()
     }
@@ -46,14 +56,55 @@ pub fn conv2d(x: &Tensor, w: &Tensor, padding: usize, stride: usize, dilation: u
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let cfg = self.inner.config();
-        if cfg.stride == 1 || cfg.groups != 1 {
-            return self.inner.forward(x);
+        if cfg.groups == 1 && kernels::use_fast(x.device()) {
+            return kernels::ops::conv2d(x, self.inner.weight(), self.inner.bias(), cfg.stride, cfg.padding, cfg.dilation, self.relu);
         }
-        let y = conv2d(x, self.inner.weight(), cfg.padding, cfg.stride, cfg.dilation)?;
-        match self.inner.bias() {
-            Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?),
-            None => Ok(y),
+        let y = if cfg.stride == 1 || cfg.groups != 1 {
+            self.inner.forward(x)?
+        } else {
+            let y = conv2d(x, self.inner.weight(), cfg.padding, cfg.stride, cfg.dilation)?;
+            match self.inner.bias() {
+                Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+                None => y,
+            }
+        };
+        if self.relu {
+            y.relu()
+        } else {
+            Ok(y)
         }
+    }
+}
+
+/// A transposed convolution with PyTorch's weight layout `(cin, cout, kh, kw)` and variable names
+/// (`weight`, `bias`): candle-nn's on CUDA, ours on the CPU.
+#[derive(Clone, Debug)]
+pub struct ConvTranspose2d {
+    inner: candle_nn::ConvTranspose2d,
+}
+
+impl From<candle_nn::ConvTranspose2d> for ConvTranspose2d {
+    fn from(inner: candle_nn::ConvTranspose2d) -> Self {
+        ConvTranspose2d { inner }
+    }
+}
+
+impl ConvTranspose2d {
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+}
+
+impl Module for ConvTranspose2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let cfg = self.inner.config();
+        if kernels::use_fast(x.device()) {
+            return kernels::ops::conv_transpose2d(x, self.inner.weight(), self.inner.bias(), cfg.stride, cfg.padding, cfg.output_padding, cfg.dilation);
+        }
+        self.inner.forward(x)
     }
 }
 

@@ -13,6 +13,9 @@ use candle_core::{Result, Tensor};
 
 /// `(N, C, H, W)` -> `(N, C, H', W')` with `H' = (H + 2p - k) / s + 1`, like `torch.nn.MaxPool2d(k, s, p)`.
 pub fn max_pool2d_padded(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
+    if super::kernels::use_fast(x.device()) {
+        return x.apply_op1(super::kernels::pool::MaxPool::new(kernel, stride, padding));
+    }
     let (n, c, h, w) = x.dims4()?;
     if padding == 0 && kernel == 2 && stride == 2 {
         return max_pool2x2(x);
@@ -45,6 +48,9 @@ pub fn max_pool2d_padded(x: &Tensor, kernel: usize, stride: usize, padding: usiz
 
 /// 2x2 max-pool with stride 2 (odd last rows / columns are dropped, as in PyTorch).
 pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
+    if super::kernels::use_fast(x.device()) {
+        return x.apply_op1(super::kernels::pool::MaxPool::new(2, 2, 0));
+    }
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = (h / 2, w / 2);
     let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)? } else { x.clone() };

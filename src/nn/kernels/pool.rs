@@ -1,0 +1,137 @@
+//! Max-pooling with indices: the forward keeps the arg-max of every window, the backward scatters the
+//! gradient there (PyTorch's rule: the first maximum in scan order wins a tie). One pass each way,
+//! planes in parallel; candle's pool backward re-derives the arg-max from the output with several ops
+//! and scales the gradient wrongly (see `nn::pool`).
+
+use super::{alloc, contiguous, timing, Elem, SharedMut};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// `(n, c, h, w) -> (n, c, oh, ow)`, `oh = (h + 2p − k) / s + 1`, padding never wins.
+#[derive(Debug)]
+pub struct MaxPool {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    /// Arg-max (index within its input plane) of every output element, set by the forward pass.
+    indices: Mutex<Option<Arc<Vec<u32>>>>,
+}
+
+impl MaxPool {
+    pub fn new(kernel: usize, stride: usize, pad: usize) -> Self {
+        MaxPool { kernel, stride, pad, indices: Mutex::new(None) }
+    }
+
+    fn out_side(&self, n: usize) -> Result<usize> {
+        if self.kernel == 0 || self.stride == 0 || 2 * self.pad > self.kernel || n + 2 * self.pad < self.kernel {
+            bail!("max pool: kernel {} stride {} padding {} does not fit a side of {n}", self.kernel, self.stride, self.pad);
+        }
+        Ok((n + 2 * self.pad - self.kernel) / self.stride + 1)
+    }
+
+    fn run<T: Elem>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, h, w] = l.dims() else { bail!("max pool: expected (N, C, H, W), got {:?}", l.dims()) };
+        let (oh, ow) = (self.out_side(h)?, self.out_side(w)?);
+        let x = contiguous::<T>(s, l)?;
+        let _t = timing::span(timing::Kind::Pool, 0.0);
+        let mut y = alloc::<T>(n * c * oh * ow);
+        let mut idx = vec![0u32; n * c * oh * ow];
+        let (k, st, p) = (self.kernel, self.stride, self.pad as isize);
+        y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each(|((yp, ip), xp)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut best, mut arg) = (T::NEG_INF, u32::MAX);
+                    for ky in 0..k {
+                        let iy = (oy * st + ky) as isize - p;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..k {
+                            let ix = (ox * st + kx) as isize - p;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let i = iy as usize * w + ix as usize;
+                            let v = xp[i];
+                            if arg == u32::MAX || v > best {
+                                best = v;
+                                arg = i as u32;
+                            }
+                        }
+                    }
+                    yp[oy * ow + ox] = best;
+                    ip[oy * ow + ox] = arg;
+                }
+            }
+        });
+        *self.indices.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(idx));
+        Ok((T::storage(y), Shape::from((n, c, oh, ow))))
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "mammoflow-max-pool"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            _ => bail!("max pool: f32 or f64 tensors"),
+        }
+    }
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let indices = self.indices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(indices) = indices else { bail!("max pool backward before its forward") };
+        let (_, _, h, w) = arg.dims4()?;
+        Ok(Some(grad.apply_op1_no_bwd(&MaxPoolBwd { indices, plane: h * w, h, w })?))
+    }
+}
+
+/// Scatters `dy` to the arg-max positions of each input plane.
+struct MaxPoolBwd {
+    indices: Arc<Vec<u32>>,
+    plane: usize,
+    h: usize,
+    w: usize,
+}
+
+impl MaxPoolBwd {
+    fn run<T: Elem>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let &[n, c, oh, ow] = l.dims() else { bail!("max pool backward: expected (N, C, H, W)") };
+        if self.indices.len() != n * c * oh * ow {
+            bail!("max pool backward: gradient {:?} does not match the forward", l.dims());
+        }
+        let dy = contiguous::<T>(s, l)?;
+        let _t = timing::span(timing::Kind::Pool, 0.0);
+        let mut dx = vec![T::ZERO; n * c * self.plane];
+        let dxp = SharedMut(dx.as_mut_ptr());
+        let plane = self.plane;
+        (0..n * c).into_par_iter().for_each(|i| {
+            let dxp = dxp;
+            // SAFETY: input plane i is written by this task only.
+            let d = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(i * plane), plane) };
+            let out = oh * ow;
+            for (g, &j) in dy[i * out..(i + 1) * out].iter().zip(&self.indices[i * out..(i + 1) * out]) {
+                if (j as usize) < plane {
+                    d[j as usize] += *g;
+                }
+            }
+        });
+        Ok((T::storage(dx), Shape::from((n, c, self.h, self.w))))
+    }
+}
+
+impl CustomOp1 for MaxPoolBwd {
+    fn name(&self) -> &'static str {
+        "mammoflow-max-pool-bwd"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            _ => bail!("max pool backward: f32 or f64 tensors"),
+        }
+    }
+}
