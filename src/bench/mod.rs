@@ -72,6 +72,8 @@ pub struct BenchOptions {
     pub device: Option<String>,
     /// `train-step --layers`: time per layer type instead of per network.
     pub layers: bool,
+    /// `train-step`: only this network.
+    pub model: Option<String>,
     /// `train-step`: run one case in this process (`INDEX:ours|candle`), for the parent's RSS figure.
     pub child: Option<String>,
 }

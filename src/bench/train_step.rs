@@ -176,8 +176,13 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
         row.rss_mib = Some(peak_rss_mib());
         return Ok(Report { bench: "train-step".into(), rows: vec![row], notes: vec![format!("{params} trainable parameters")] });
     }
+    let only: Option<Arch> = match &opts.model {
+        Some(m) => Some(Arch::parse(m).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
     if opts.layers {
-        return layers(&device);
+        let c = cases.iter().find(|c| c.arch == only.unwrap_or(Arch::Unet)).expect("every network has a case");
+        return layers(c, &device);
     }
     let dev_name = crate::nn::device::device_name(&device);
     let threads = candle_core::utils::get_num_threads();
@@ -189,6 +194,9 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     }
     let mut rows = Vec::new();
     for (i, c) in cases.iter().enumerate() {
+        if only.is_some_and(|a| a != c.arch) {
+            continue;
+        }
         let case = c.label();
         eprintln!("train-step: {case}");
         // The peer first: it waits for an idle machine and must not overlap our threads.
@@ -209,10 +217,11 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     Ok(Report { bench: "train-step".into(), rows, notes })
 }
 
-/// `--layers`: the U-Net base-16 / 252 / batch-4 step per layer type, ms per step and GFLOP/s.
-fn layers(device: &Device) -> anyhow::Result<Report> {
+/// `--layers`: one network's step (default the U-Net base 16 / 252 / batch 4) per layer type, ms per
+/// step and GFLOP/s.
+fn layers(c: &Case, device: &Device) -> anyhow::Result<Report> {
     let (warmup, steps) = (2, 6);
-    let mut s = Stepper::new(Arch::Unet, 0.25, 252, 4, device)?;
+    let mut s = Stepper::new(c.arch, c.width, c.input, c.batch, device)?;
     for _ in 0..warmup {
         s.step()?;
     }
@@ -237,6 +246,6 @@ fn layers(device: &Device) -> anyhow::Result<Report> {
     rest.calls = None;
     rows.push(rest);
     rows.push(Row::time("whole step", "ms", total / n, None));
-    let notes = vec![format!("U-Net w1/4 (base 16), 252, batch 4, our kernels, {} threads, mean of {steps} steps after {warmup} warm-up; GFLOP/s counts 2 x multiply-adds", candle_core::utils::get_num_threads())];
+    let notes = vec![format!("{}, our kernels, {} threads, mean of {steps} steps after {warmup} warm-up; GFLOP/s counts 2 x multiply-adds", c.label(), candle_core::utils::get_num_threads())];
     Ok(Report { bench: "train-step --layers".into(), rows, notes })
 }

@@ -126,9 +126,12 @@ pub struct BenchArgs {
     /// Device for benchmarks that run networks: cpu, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// train-step: time the U-Net step per layer type (ms and GFLOP/s) instead of per network.
+    /// train-step: time the step per layer type (ms and GFLOP/s) instead of per network.
     #[arg(long)]
     pub layers: bool,
+    /// train-step: only this network (a `model summary` name), e.g. with --layers (default: unet).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Internal: run one train-step case in this process (INDEX:ours|candle).
     #[arg(long, hide = true)]
     pub child: Option<String>,

@@ -6,7 +6,7 @@ use crate::bench::{self, BenchOptions};
 use super::args::BenchArgs;
 
 pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<i32> {
-    let opts = BenchOptions { items: a.items, no_peer: a.no_peer, device: Some(a.device.clone()), layers: a.layers, child: a.child.clone() };
+    let opts = BenchOptions { items: a.items, no_peer: a.no_peer, device: Some(a.device.clone()), layers: a.layers, model: a.model.clone(), child: a.child.clone() };
     let r = bench::run(&a.name, &opts)?;
     let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     let f1 = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());

@@ -53,7 +53,7 @@ impl Conv {
             Some((s, l)) => Some(contiguous::<T>(s, l)?),
             None => None,
         };
-        let _t = timing::span(timing::Kind::ConvFwd, 2.0 * g.macs());
+        let _t = timing::span_with(timing::Kind::ConvFwd, 2.0 * g.macs(), || format!("{g:?}"));
         let y = conv::forward(&x, &w, b.as_deref(), self.relu, &g);
         Ok((T::storage(y), Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
@@ -120,7 +120,7 @@ impl ConvData {
         }
         let dy = contiguous::<T>(sdy, ldy)?;
         let w = contiguous::<T>(sw, lw)?;
-        let _t = timing::span(timing::Kind::ConvBwdData, 2.0 * g.macs());
+        let _t = timing::span_with(timing::Kind::ConvBwdData, 2.0 * g.macs(), || format!("{g:?}"));
         let dx = conv::backward_data(&dy, &w, &g);
         Ok((T::storage(dx), Shape::from(self.x.to_vec())))
     }
@@ -153,7 +153,7 @@ impl ConvWeights {
         }
         let x = contiguous::<T>(sx, lx)?;
         let dy = contiguous::<T>(sdy, ldy)?;
-        let _t = timing::span(timing::Kind::ConvBwdWeights, 2.0 * g.macs());
+        let _t = timing::span_with(timing::Kind::ConvBwdWeights, 2.0 * g.macs(), || format!("{g:?}"));
         let dw = conv::backward_weights(&x, &dy, &g);
         Ok((T::storage(dw), Shape::from(self.w.to_vec())))
     }

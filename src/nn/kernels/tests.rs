@@ -65,6 +65,11 @@ fn convolution_matches_candle_and_finite_differences() {
         ([1, 3, 10, 10], 2, 7, 1, 0, 1, true, false),
         ([2, 3, 9, 10], 4, 1, 2, 0, 1, false, false),
         ([1, 2, 12, 12], 3, 3, 1, 0, 1, true, true),
+        // Maps of 512 output pixels or more take the tiled route (the ones above the batched one).
+        ([1, 3, 33, 34], 4, 3, 1, 1, 1, true, true),
+        ([2, 2, 50, 47], 3, 3, 2, 1, 1, true, false),
+        ([1, 2, 30, 31], 3, 3, 1, 2, 2, false, true),
+        ([1, 3, 24, 23], 2, 1, 1, 0, 1, true, false),
     ];
     for (i, &(xs, cout, k, s, p, d, bias, relu)) in cases.iter().enumerate() {
         let x = rnd(&xs, 1 + i as u64);
@@ -101,7 +106,7 @@ fn convolution_reads_non_contiguous_inputs() {
 #[test]
 fn transposed_convolution_matches_candle_and_finite_differences() {
     // U-Net's 2x2 / 2 (bias) and FCN's 4x4 / 2 / pad 1 (no bias), odd input sides.
-    for (i, &(xs, cout, k, s, p, bias)) in [([2, 4, 5, 7], 3, 2, 2, 0, true), ([1, 3, 6, 5], 3, 4, 2, 1, false), ([2, 2, 3, 4], 2, 3, 1, 1, true)].iter().enumerate() {
+    for (i, &(xs, cout, k, s, p, bias)) in [([2, 4, 5, 7], 3, 2, 2, 0, true), ([1, 3, 6, 5], 3, 4, 2, 1, false), ([2, 2, 3, 4], 2, 3, 1, 1, true), ([1, 2, 16, 17], 2, 2, 2, 0, true), ([1, 2, 13, 12], 2, 4, 2, 1, false)].iter().enumerate() {
         let x = rnd(&xs, 30 + i as u64);
         let w = rnd(&[xs[1], cout, k, k], 40 + i as u64);
         let mut inputs = vec![x, w];

@@ -79,20 +79,39 @@ pub struct Span {
     kind: Kind,
     flops: f64,
     t0: Option<Instant>,
+    detail: Option<String>,
+}
+
+fn trace_on() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("MAMMOFLOW_KERNEL_TRACE").is_some())
+}
+
+/// Like [`span`]; with `MAMMOFLOW_KERNEL_TRACE` set, each call is also printed to stderr with `detail`.
+pub fn span_with(kind: Kind, flops: f64, detail: impl FnOnce() -> String) -> Span {
+    let mut s = span(kind, flops);
+    if s.t0.is_some() && trace_on() {
+        s.detail = Some(detail());
+    }
+    s
 }
 
 /// Opens a span of `kind` doing `flops` floating-point operations (0 when not meaningful).
 pub fn span(kind: Kind, flops: f64) -> Span {
     CALLS.with(|c| c.set(c.get() + 1));
     let t0 = (ON.load(Ordering::Relaxed) && !OPEN.with(|o| o.replace(true))).then(Instant::now);
-    Span { kind, flops, t0 }
+    Span { kind, flops, t0, detail: None }
 }
 
 impl Drop for Span {
     fn drop(&mut self) {
         if let Some(t0) = self.t0 {
             OPEN.with(|o| o.set(false));
-            add(self.kind, t0.elapsed().as_secs_f64(), self.flops);
+            let secs = t0.elapsed().as_secs_f64();
+            if let Some(d) = &self.detail {
+                eprintln!("kernel {:<24} {:>8.3} ms {:>7.1} GFLOP/s  {d}", self.kind.name(), secs * 1e3, self.flops / secs.max(1e-12) / 1e9);
+            }
+            add(self.kind, secs, self.flops);
         }
     }
 }
