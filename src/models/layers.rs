@@ -40,7 +40,9 @@ pub fn group_norm(channels: usize, max_groups: usize, vb: VarBuilder) -> Result<
 
 /// Dropout in training, identity otherwise.
 pub fn dropout(x: &Tensor, p: f32, train: bool) -> Result<Tensor> {
-    if train && p > 0.0 {
+    if train && p > 0.0 && crate::nn::kernels::use_fast(x.device()) {
+        x.apply_op1(crate::nn::kernels::elementwise::Dropout::new(p as f64))
+    } else if train && p > 0.0 {
         candle_nn::ops::dropout(x, p)
     } else {
         Ok(x.clone())

@@ -4,6 +4,7 @@
 //! `torch.optim.SGD(dampening=0, nesterov=False)`'s: `g ← ∇ + λ·p; v ← μ·v + g (v = g on the first step);
 //! p ← p − lr·v`, so a learning rate tuned in PyTorch means the same here.
 
+use crate::nn::kernels::optim::{Axpy, MomentumUpdate};
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 /// Optimiser state: one momentum buffer per trainable variable.
@@ -29,6 +30,17 @@ impl SgdMomentum {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         for (var, buf) in self.vars.iter_mut() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
+            if crate::nn::kernels::use_fast(var.device()) && var.as_tensor().is_contiguous() {
+                // In place: v ← μ·v + g + λ·p, then p ← p − lr·v (two passes, no allocation).
+                let v = match buf.take() {
+                    Some(b) if b.is_contiguous() && self.momentum != 0.0 => b,
+                    _ => var.as_tensor().zeros_like()?,
+                };
+                v.inplace_op3(g, var.as_tensor(), &MomentumUpdate { momentum: self.momentum, weight_decay: self.weight_decay })?;
+                var.as_tensor().inplace_op2(&v, &Axpy { alpha: -self.lr })?;
+                *buf = Some(v);
+                continue;
+            }
             let g = if self.weight_decay != 0.0 {
                 (g + (var.as_tensor() * self.weight_decay)?)?
             } else {
@@ -58,6 +70,11 @@ mod tests {
 
     #[test]
     fn follows_pytorch_sgd_momentum() {
+        follows_pytorch(); // in place, on our kernels
+        crate::nn::kernels::with_candle_ops(follows_pytorch); // candle's ops
+    }
+
+    fn follows_pytorch() {
         // Minimise 0.5·p² from p = 1 with lr 0.1, μ 0.9, λ 0.01. By hand (PyTorch's rule):
         let (lr, mu, wd) = (0.1, 0.9, 0.01);
         let p = Var::new(&[1f64], &Device::Cpu).unwrap();

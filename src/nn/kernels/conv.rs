@@ -298,11 +298,7 @@ pub fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, relu: bool, g: &Ge
 
 #[inline(always)]
 fn relu_of<T: Elem>(v: T) -> T {
-    if v > T::ZERO {
-        v
-    } else {
-        T::ZERO
-    }
+    v.keep_if(v > T::ZERO)
 }
 
 /// Backward-data: `dx = convᵀ(dy, w)`, the gradient of the input (and the transposed convolution's

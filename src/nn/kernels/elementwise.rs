@@ -2,7 +2,11 @@
 
 use super::{alloc, contiguous, timing, Elem, SharedMut};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Elements per parallel chunk: large enough that a task outweighs its scheduling, small enough that
 /// both threads get work on the small maps of deep layers.
@@ -43,7 +47,7 @@ impl CustomOp2 for ReluBwd {
 fn relu_bwd<T: Elem>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
     let y = contiguous::<T>(s1, l1)?;
     let dy = contiguous::<T>(s2, l2)?;
-    let out = zip_map(&y, &dy, |y, g| if y > T::ZERO { g } else { T::ZERO });
+    let out = zip_map(&y, &dy, |y, g| g.keep_if(y > T::ZERO));
     Ok((T::storage(out), l1.shape().clone()))
 }
 
@@ -59,7 +63,7 @@ impl CustomOp1 for Relu {
         let _t = timing::span(timing::Kind::Elementwise, 0.0);
         fn run<T: Elem>(s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
             let x = contiguous::<T>(s, l)?;
-            let out = zip_map(&x, &x, |v, _| if v > T::ZERO { v } else { T::ZERO });
+            let out = zip_map(&x, &x, |v, _| v.keep_if(v > T::ZERO));
             Ok((T::storage(out), l.shape().clone()))
         }
         match s {
@@ -85,4 +89,103 @@ pub fn add_channel_bias<T: Elem>(z: &mut [T], b: &[T], plane: usize) {
         let v = b[i % c];
         p.iter_mut().for_each(|x| *x += v);
     });
+}
+
+
+static DROPOUT_SEED: AtomicU64 = AtomicU64::new(0x5EED_D50);
+static DROPOUT_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Seeds our dropout masks (and restarts their sequence), so a seeded training run drops the same units.
+pub fn set_dropout_seed(seed: u64) {
+    DROPOUT_SEED.store(seed, Ordering::Relaxed);
+    DROPOUT_CALLS.store(0, Ordering::Relaxed);
+}
+
+/// Dropout in one pass: a keep-mask drawn per chunk from a seed (call number, chunk), so it is the
+/// same with 1 or N threads; `y = x · mask / (1 − p)`, and the backward multiplies by the same mask.
+/// candle-nn's dropout is five allocating ops.
+#[derive(Debug)]
+pub struct Dropout {
+    p: f64,
+    mask: Mutex<Option<Arc<Vec<u8>>>>,
+}
+
+impl Dropout {
+    pub fn new(p: f64) -> Self {
+        Dropout { p, mask: Mutex::new(None) }
+    }
+
+    fn run<T: Elem>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous::<T>(s, l)?;
+        let _t = timing::span(timing::Kind::Elementwise, 0.0);
+        let call = DROPOUT_CALLS.fetch_add(1, Ordering::Relaxed);
+        let seed = DROPOUT_SEED.load(Ordering::Relaxed) ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let threshold = (self.p * (1u64 << 32) as f64) as u64;
+        let scale = T::from_f64(1.0 / (1.0 - self.p));
+        let mut y = alloc::<T>(x.len());
+        let mut mask = vec![0u8; x.len()];
+        y.par_chunks_mut(CHUNK).zip(mask.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, ((y, m), x))| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(c as u64));
+            for ((y, m), x) in y.iter_mut().zip(m.iter_mut()).zip(x) {
+                let keep = (rng.next_u32() as u64) >= threshold;
+                *m = keep as u8;
+                *y = (*x * scale).keep_if(keep);
+            }
+        });
+        *self.mask.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(mask));
+        Ok((T::storage(y), l.shape().clone()))
+    }
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "mammoflow-dropout"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        if !(0.0..1.0).contains(&self.p) {
+            bail!("dropout: p = {} must be in [0, 1)", self.p);
+        }
+        match s {
+            CpuStorage::F32(_) => self.run::<f32>(s, l),
+            CpuStorage::F64(_) => self.run::<f64>(s, l),
+            _ => bail!("dropout: f32 or f64 tensors"),
+        }
+    }
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let mask = self.mask.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(mask) = mask else { bail!("dropout backward before its forward") };
+        Ok(Some(grad.apply_op1_no_bwd(&DropoutBwd { mask, scale: 1.0 / (1.0 - self.p) })?))
+    }
+}
+
+struct DropoutBwd {
+    mask: Arc<Vec<u8>>,
+    scale: f64,
+}
+
+impl CustomOp1 for DropoutBwd {
+    fn name(&self) -> &'static str {
+        "mammoflow-dropout-bwd"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Elem>(op: &DropoutBwd, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+            let g = contiguous::<T>(s, l)?;
+            if g.len() != op.mask.len() {
+                bail!("dropout backward: gradient size {} differs from the forward's {}", g.len(), op.mask.len());
+            }
+            let scale = T::from_f64(op.scale);
+            let mut out = alloc::<T>(g.len());
+            out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(op.mask.par_chunks(CHUNK)).for_each(|((o, g), m)| {
+                for ((o, g), m) in o.iter_mut().zip(g).zip(m) {
+                    *o = (*g * scale).keep_if(*m != 0);
+                }
+            });
+            Ok((T::storage(out), l.shape().clone()))
+        }
+        match s {
+            CpuStorage::F32(_) => run::<f32>(self, s, l),
+            CpuStorage::F64(_) => run::<f64>(self, s, l),
+            _ => bail!("dropout backward: f32 or f64 tensors"),
+        }
+    }
 }

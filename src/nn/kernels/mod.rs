@@ -35,6 +35,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod norm;
 pub mod ops;
+pub mod optim;
 pub mod pool;
 pub mod timing;
 
@@ -77,6 +78,11 @@ pub trait Elem: Copy + Send + Sync + 'static + PartialOrd + std::ops::Add<Output
     const ZERO: Self;
     const ONE: Self;
     const NEG_INF: Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+    /// `self` when `keep`, else `+0.0`, without a branch: ReLU masks are random, and a branch per
+    /// element mispredicted half the time (GroupNorm's backward ran at 13 ns per element).
+    fn keep_if(self, keep: bool) -> Self;
     fn slice(s: &CpuStorage) -> Result<&[Self]>;
     fn storage(v: Vec<Self>) -> CpuStorage;
 }
@@ -85,6 +91,16 @@ impl Elem for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INF: Self = f32::NEG_INFINITY;
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn keep_if(self, keep: bool) -> Self {
+        f32::from_bits(self.to_bits() & 0u32.wrapping_sub(keep as u32))
+    }
     fn slice(s: &CpuStorage) -> Result<&[Self]> {
         s.as_slice::<f32>()
     }
@@ -97,6 +113,16 @@ impl Elem for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INF: Self = f64::NEG_INFINITY;
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn keep_if(self, keep: bool) -> Self {
+        f64::from_bits(self.to_bits() & 0u64.wrapping_sub(keep as u64))
+    }
     fn slice(s: &CpuStorage) -> Result<&[Self]> {
         s.as_slice::<f64>()
     }

@@ -25,15 +25,15 @@ impl GroupNorm {
         GroupNorm { groups, eps, relu, stats: Mutex::new(None) }
     }
 
-    fn run<T: Elem + Into<f64> + FromF64>(&self, sx: &CpuStorage, lx: &Layout, sg: &CpuStorage, lg: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn run<T: Elem>(&self, sx: &CpuStorage, lx: &Layout, sg: &CpuStorage, lg: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
         let &[n, c, h, w] = lx.dims() else { bail!("group norm: expected (N, C, H, W), got {:?}", lx.dims()) };
         if self.groups == 0 || c % self.groups != 0 || lg.dims() != [c] || lb.dims() != [c] {
             bail!("group norm: {c} channels, {} groups, weight {:?}, bias {:?}", self.groups, lg.dims(), lb.dims());
         }
+        let _t = timing::span_with(timing::Kind::Norm, 0.0, || format!("fwd {:?} contiguous {}", lx.dims(), lx.is_contiguous()));
         let x = contiguous::<T>(sx, lx)?;
         let gamma = contiguous::<T>(sg, lg)?;
         let beta = contiguous::<T>(sb, lb)?;
-        let _t = timing::span(timing::Kind::Norm, 0.0);
         let cpg = c / self.groups;
         let m = cpg * h * w;
         let plane = h * w;
@@ -43,20 +43,22 @@ impl GroupNorm {
             .zip(x.par_chunks(m))
             .enumerate()
             .map(|(gi, (yg, xg))| {
-                // Two passes in f64: mean, then the centred sum of squares (no cancellation).
-                let mean = xg.iter().map(|v| (*v).into()).sum::<f64>() / m as f64;
-                let var = xg.iter().map(|v| ((*v).into() - mean).powi(2)).sum::<f64>() / m as f64;
+                // Two passes (mean, then the centred sum of squares: no cancellation), each a
+                // vectorised sum in T with eight accumulators, added up per plane in f64.
+                let mean = xg.chunks(plane).map(|p| sum8(p, |v| v).to_f64()).sum::<f64>() / m as f64;
+                let neg_mean = T::from_f64(-mean);
+                let var = xg.chunks(plane).map(|p| sum8(p, |v| (v + neg_mean) * (v + neg_mean)).to_f64()).sum::<f64>() / m as f64;
                 let rstd = 1.0 / (var + self.eps).sqrt();
                 let g0 = (gi % self.groups) * cpg;
                 for k in 0..cpg {
-                    let a = gamma[g0 + k].into() * rstd;
-                    let b = beta[g0 + k].into() - mean * a;
+                    let a = gamma[g0 + k].to_f64() * rstd;
+                    let b = beta[g0 + k].to_f64() - mean * a;
                     let (a, b) = (T::from_f64(a), T::from_f64(b));
                     let (ys, xs) = (&mut yg[k * plane..(k + 1) * plane], &xg[k * plane..(k + 1) * plane]);
                     if self.relu {
                         ys.iter_mut().zip(xs).for_each(|(o, v)| {
                             let r = *v * a + b;
-                            *o = if r > T::ZERO { r } else { T::ZERO };
+                            *o = r.keep_if(r > T::ZERO);
                         });
                     } else {
                         ys.iter_mut().zip(xs).for_each(|(o, v)| *o = *v * a + b);
@@ -71,20 +73,6 @@ impl GroupNorm {
     }
 }
 
-/// f64 -> element type.
-pub trait FromF64 {
-    fn from_f64(v: f64) -> Self;
-}
-impl FromF64 for f32 {
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-impl FromF64 for f64 {
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
 
 impl CustomOp3 for GroupNorm {
     fn name(&self) -> &'static str {
@@ -121,15 +109,15 @@ struct GroupNormBwd {
 }
 
 impl GroupNormBwd {
-    fn run<T: Elem + Into<f64> + FromF64>(&self, sx: &CpuStorage, lx: &Layout, sy: &CpuStorage, ly: &Layout, sd: &CpuStorage, ld: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn run<T: Elem>(&self, sx: &CpuStorage, lx: &Layout, sy: &CpuStorage, ly: &Layout, sd: &CpuStorage, ld: &Layout) -> Result<(CpuStorage, Shape)> {
         let &[n, c, h, w] = lx.dims() else { bail!("group norm backward: expected (N, C, H, W)") };
         if ly.dims() != lx.dims() || ld.dims() != lx.dims() || self.stats.len() != n * self.groups {
             bail!("group norm backward: shapes do not match the forward");
         }
+        let _t = timing::span_with(timing::Kind::Norm, 0.0, || format!("bwd {:?} contiguous {} {} {}", lx.dims(), lx.is_contiguous(), ly.is_contiguous(), ld.is_contiguous()));
         let x = contiguous::<T>(sx, lx)?;
         let y = contiguous::<T>(sy, ly)?;
         let dy = contiguous::<T>(sd, ld)?;
-        let _t = timing::span(timing::Kind::Norm, 0.0);
         let (cpg, plane) = (c / self.groups, h * w);
         let m = cpg * plane;
         let len = x.len();
@@ -144,37 +132,32 @@ impl GroupNormBwd {
                 let xs = &x[gi * m..(gi + 1) * m];
                 let ys = &y[gi * m..(gi + 1) * m];
                 let ds = &dy[gi * m..(gi + 1) * m];
-                let masked = |j: usize| -> f64 {
-                    if self.relu && ys[j] <= T::ZERO {
-                        0.0
-                    } else {
-                        ds[j].into()
-                    }
-                };
+                let relu = self.relu;
+                // Per channel: Σ dy and Σ dy·x (vectorised in T), then Σ dy·x̂ = rstd·(Σ dy·x − μ·Σ dy).
                 let mut sums = Vec::with_capacity(cpg);
-                // Σ g and Σ g·x̂ over the group, with g = dy·γ.
                 let (mut sg, mut sgx) = (0.0, 0.0);
                 for k in 0..cpg {
-                    let (mut sd, mut sdx) = (0.0, 0.0);
-                    for j in k * plane..(k + 1) * plane {
-                        let d = masked(j);
-                        let xh = (xs[j].into() - mean) * rstd;
-                        sd += d;
-                        sdx += d * xh;
-                    }
-                    sums.push((sdx, sd));
+                    let r = k * plane..(k + 1) * plane;
+                    let (sd, sdx) = grad_sums(&xs[r.clone()], &ys[r.clone()], &ds[r], relu);
+                    let (sd, sdx) = (sd.to_f64(), sdx.to_f64());
+                    let sdxh = rstd * (sdx - mean * sd);
+                    sums.push((sdxh, sd));
                     sg += sd * self.gamma[g0 + k];
-                    sgx += sdx * self.gamma[g0 + k];
+                    sgx += sdxh * self.gamma[g0 + k];
                 }
                 let (mg, mgx) = (sg / m as f64, sgx / m as f64);
+                // dx = rstd·(γ·dy − mean(γ·dy) − x̂·mean(γ·dy·x̂)) = A·dy + B·x + C per channel.
+                let b = T::from_f64(-rstd * rstd * mgx);
+                let c0 = T::from_f64(-rstd * mg + rstd * rstd * mean * mgx);
                 let dxp = dxp;
                 // SAFETY: group gi's elements of dx are written by this task only.
                 let dx = unsafe { std::slice::from_raw_parts_mut(dxp.0.add(gi * m), m) };
                 for k in 0..cpg {
-                    let gk = self.gamma[g0 + k];
-                    for j in k * plane..(k + 1) * plane {
-                        let xh = (xs[j].into() - mean) * rstd;
-                        dx[j] = T::from_f64(rstd * (masked(j) * gk - mg - xh * mgx));
+                    let a = T::from_f64(rstd * self.gamma[g0 + k]);
+                    let r = k * plane..(k + 1) * plane;
+                    for (((o, x), y), d) in dx[r.clone()].iter_mut().zip(&xs[r.clone()]).zip(&ys[r.clone()]).zip(&ds[r]) {
+                        let d = d.keep_if(!relu || *y > T::ZERO);
+                        *o = a * d + b * *x + c0;
                     }
                 }
                 sums
@@ -206,4 +189,42 @@ impl CustomOp3 for GroupNormBwd {
             _ => bail!("group norm backward: f32 or f64 tensors"),
         }
     }
+}
+
+/// `Σ f(v)` with eight accumulators (vectorisable).
+fn sum8<T: Elem>(v: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::ZERO; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for i in 0..8 {
+            acc[i] += f(ch[i]);
+        }
+    }
+    let mut s = T::ZERO;
+    for r in rest {
+        s += f(*r);
+    }
+    acc.iter().fold(s, |a, b| a + *b)
+}
+
+/// `(Σ d, Σ d·x)` over a plane, `d` = the output gradient masked by the ReLU (`y > 0`), eight lanes.
+fn grad_sums<T: Elem>(x: &[T], y: &[T], d: &[T], relu: bool) -> (T, T) {
+    let (mut a, mut b) = ([T::ZERO; 8], [T::ZERO; 8]);
+    let n8 = x.len() / 8 * 8;
+    for ((xc, yc), dc) in x[..n8].chunks_exact(8).zip(y[..n8].chunks_exact(8)).zip(d[..n8].chunks_exact(8)) {
+        let (xc, yc, dc): (&[T; 8], &[T; 8], &[T; 8]) = (xc.try_into().unwrap(), yc.try_into().unwrap(), dc.try_into().unwrap());
+        for i in 0..8 {
+            let dm = dc[i].keep_if(!relu || yc[i] > T::ZERO);
+            a[i] += dm;
+            b[i] += dm * xc[i];
+        }
+    }
+    let (mut sa, mut sb) = (T::ZERO, T::ZERO);
+    for j in n8..x.len() {
+        let dm = d[j].keep_if(!relu || y[j] > T::ZERO);
+        sa += dm;
+        sb += dm * x[j];
+    }
+    (a.iter().fold(sa, |p, q| p + *q), b.iter().fold(sb, |p, q| p + *q))
 }

@@ -39,6 +39,24 @@ impl MaxPool {
         let mut idx = vec![0u32; n * c * oh * ow];
         let (k, st, p) = (self.kernel, self.stride, self.pad as isize);
         y.par_chunks_mut(oh * ow).zip(idx.par_chunks_mut(oh * ow)).zip(x.par_chunks(h * w)).for_each(|((yp, ip), xp)| {
+            if (k, st, p) == (2, 2, 0) {
+                // U-Net's and VGG's pool, without branches (the winner of random data is random).
+                for oy in 0..oh {
+                    let (r0, r1) = (&xp[2 * oy * w..2 * oy * w + w], &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + w]);
+                    for ox in 0..ow {
+                        let i = 2 * ox;
+                        let (mut best, mut arg) = (r0[i], (2 * oy * w + i) as u32);
+                        for (v, j) in [(r0[i + 1], 2 * oy * w + i + 1), (r1[i], (2 * oy + 1) * w + i), (r1[i + 1], (2 * oy + 1) * w + i + 1)] {
+                            let gt = v > best;
+                            best = if gt { v } else { best };
+                            arg = if gt { j as u32 } else { arg };
+                        }
+                        yp[oy * ow + ox] = best;
+                        ip[oy * ow + ox] = arg;
+                    }
+                }
+                return;
+            }
             for oy in 0..oh {
                 for ox in 0..ow {
                     let (mut best, mut arg) = (T::NEG_INF, u32::MAX);
@@ -54,10 +72,9 @@ impl MaxPool {
                             }
                             let i = iy as usize * w + ix as usize;
                             let v = xp[i];
-                            if arg == u32::MAX || v > best {
-                                best = v;
-                                arg = i as u32;
-                            }
+                            let gt = (v > best) | (arg == u32::MAX);
+                            best = if gt { v } else { best };
+                            arg = if gt { i as u32 } else { arg };
                         }
                     }
                     yp[oy * ow + ox] = best;

@@ -193,3 +193,43 @@ fn relu_matches_candle_and_finite_differences() {
     let r = check(ours, &[x], 1e-7, 50).unwrap();
     assert!(r.max_rel_err < 1e-6, "relu: finite differences {r:?}");
 }
+
+#[test]
+fn dropout_keeps_about_1_minus_p_scales_and_passes_the_gradient_through_the_same_mask() {
+    let x = Var::from_tensor(&(Tensor::ones((4, 8, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap())).unwrap();
+    let y = x.as_tensor().apply_op1(super::elementwise::Dropout::new(0.5)).unwrap();
+    let v: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+    let kept = v.iter().filter(|a| **a != 0.0).count() as f64 / v.len() as f64;
+    assert!((kept - 0.5).abs() < 0.02, "kept {kept}");
+    assert!(v.iter().all(|a| *a == 0.0 || *a == 2.0));
+    let g = y.sum_all().unwrap().backward().unwrap();
+    let gv: Vec<f32> = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(gv, v, "d(sum y)/dx = mask / (1 - p) = y for x = 1");
+}
+
+#[test]
+#[ignore = "timing probe, run by hand"]
+fn probe_group_norm_speed() {
+    use candle_core::DType;
+    if std::env::var_os("PROBE_MALLOPT").is_some() {
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+        }
+    }
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 16, 128, 128), &Device::Cpu).unwrap()).unwrap();
+    let g = Var::from_tensor(&Tensor::ones(16, DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let b = Var::from_tensor(&Tensor::zeros(16, DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let r = Tensor::randn(0f32, 1.0, (4, 16, 128, 128), &Device::Cpu).unwrap();
+    super::timing::start();
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        let y = x.as_tensor().apply_op3(g.as_tensor(), b.as_tensor(), super::norm::GroupNorm::new(16, 1e-5, true)).unwrap();
+        let t1 = t0.elapsed();
+        let loss = (&y * &r).unwrap().sum_all().unwrap();
+        let t2 = std::time::Instant::now();
+        let _ = loss.backward().unwrap();
+        eprintln!("fwd {:?} bwd(all) {:?}", t1, t2.elapsed());
+    }
+    eprintln!("{:?}", super::timing::stop().iter().filter(|k| k.3 > 0).collect::<Vec<_>>());
+}
