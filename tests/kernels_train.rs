@@ -2,8 +2,16 @@
 //! ddsm-tissue crops (fixed crops, the same initial weights) give the same loss curve with our CPU
 //! kernels as with candle's own ops, every loss within 1e-3 relative.
 //!
-//! Dropout is off (`forward_t(x, false)`): its masks come from an unseeded RNG, and the point here is that
-//! the two kernel sets compute the same step, not which random units drop.
+//! Dropout is off (`forward_t(x, false)`): the point is that the two kernel sets compute the same step,
+//! not which random units drop.
+//!
+//! The U-Net runs in f32, the product's type (worst difference measured: 1.5e-7). FCN-8s runs in f64:
+//! in f32 its two curves drift apart by about 1 % after 50 steps although the first loss agrees to 1e-7
+//! and every gradient agrees at the start (models::tests) - 1e-7 rounding differences flip max-pool
+//! winners and ReLU signs on its five pools, and SGD amplifies the flips, whichever two correct
+//! implementations are compared. In f64 the rounding is 1e-16 and the comparison measures the kernels.
+//! (This test found that candle's max-pool handed the full gradient to every tied pixel of a window:
+//! flat backgrounds tie everywhere; `nn::max_pool2x2` now gives it to the first maximum, as PyTorch.)
 
 mod util;
 
@@ -79,22 +87,22 @@ fn batches(data: &[(Vec<f32>, Vec<u32>, usize, usize)], steps: usize, batch: usi
 }
 
 /// The loss of every step, from `init` weights, on our kernels (`fast`) or candle's ops.
-fn curve(spec: &ModelSpec, init: &VarMap, data: &[(Tensor, Tensor)], fast: bool) -> Vec<f32> {
+fn curve(spec: &ModelSpec, init: &VarMap, data: &[(Tensor, Tensor)], fast: bool, lr: f64, dtype: DType) -> Vec<f64> {
     kernels::set_fast(fast);
     let mut vm = VarMap::new();
-    let model = models::build(spec, &mut vm, DType::F32, &Device::Cpu).unwrap();
+    let model = models::build(spec, &mut vm, dtype, &Device::Cpu).unwrap();
     for (name, var) in init.data().lock().unwrap().iter() {
         vm.set_one(name, var.as_tensor().copy().unwrap()).unwrap();
     }
     let vars: Vec<_> = models::trainable_vars(model.as_ref(), &vm).into_iter().map(|(_, v)| v).collect();
-    let mut opt = SgdMomentum::new(vars, 0.01, 0.9, 0.0005);
+    let mut opt = SgdMomentum::new(vars, lr, 0.9, 0.0005);
     let weights = [0.55f32, 0.69, 0.865, 0.89];
     let losses = data
         .iter()
         .map(|(x, t)| {
-            let y = model.forward_t(x, false).unwrap();
+            let y = model.forward_t(&x.to_dtype(dtype).unwrap(), false).unwrap();
             let loss = weighted_cross_entropy(&y, t, Some(&weights)).unwrap();
-            let v = loss.to_scalar::<f32>().unwrap();
+            let v = loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
             opt.backward_step(&loss).unwrap();
             v
         })
@@ -103,26 +111,26 @@ fn curve(spec: &ModelSpec, init: &VarMap, data: &[(Tensor, Tensor)], fast: bool)
     losses
 }
 
-fn same_curve(arch: Arch, input: usize, batch: usize) {
+fn same_curve(arch: Arch, input: usize, batch: usize, lr: f64, dtype: DType) {
     let spec = ModelSpec { width: 0.25, classes: 4, input: Some([input, input]), ..ModelSpec::new(arch) };
     let mut init = VarMap::new();
-    let model = models::build(&spec, &mut init, DType::F32, &Device::Cpu).unwrap();
+    let model = models::build(&spec, &mut init, dtype, &Device::Cpu).unwrap();
     let (out, _) = model.output_size(input, input);
     let data = batches(&load(12), 50, batch, input, out);
-    let ours = curve(&spec, &init, &data, true);
-    let theirs = curve(&spec, &init, &data, false);
-    let worst = ours.iter().zip(&theirs).map(|(a, b)| ((a - b) / b).abs()).fold(0.0f32, f32::max);
+    let ours = curve(&spec, &init, &data, true, lr, dtype);
+    let theirs = curve(&spec, &init, &data, false, lr, dtype);
+    let worst = ours.iter().zip(&theirs).map(|(a, b)| ((a - b) / b).abs()).fold(0.0f64, f64::max);
     eprintln!("{arch}: first loss {} -> last {} (candle {} -> {}), worst relative difference {worst:.2e}", ours[0], ours[49], theirs[0], theirs[49]);
     assert!(worst < 1e-3, "{arch}: loss curves differ by {worst} relative\nours   {ours:?}\ncandle {theirs:?}");
-    assert!(ours[45..].iter().sum::<f32>() < ours[..5].iter().sum::<f32>(), "{arch}: the loss did not go down: {ours:?}");
+    assert!(ours[45..].iter().sum::<f64>() < ours[..5].iter().sum::<f64>(), "{arch}: the loss did not go down: {ours:?}");
 }
 
 #[test]
-fn unet_learns_the_same_on_our_kernels() {
-    same_curve(Arch::Unet, 204, 2);
+fn unet_learns_the_same_on_our_kernels_f32() {
+    same_curve(Arch::Unet, 204, 2, 1e-3, DType::F32);
 }
 
 #[test]
-fn fcn8_learns_the_same_on_our_kernels() {
-    same_curve(Arch::Fcn8, 96, 2);
+fn fcn8_learns_the_same_on_our_kernels_f64() {
+    same_curve(Arch::Fcn8, 96, 2, 1e-3, DType::F64);
 }

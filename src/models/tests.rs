@@ -206,3 +206,46 @@ fn the_start_is_logged_and_unusable_files_refused() {
     let e = init::apply_start(&vm_unet, Arch::Unet, &init::StartFrom { init_from: None, vgg16: Some(path) }).unwrap_err().to_string();
     assert!(e.contains("no VGG16 encoder"), "{e}");
 }
+
+/// Every network computes the same forward output and the same gradient for every variable on our CPU
+/// kernels as on candle's own ops (f64, eval mode so dropout is off, random inputs and weights).
+#[test]
+fn every_network_gets_the_same_gradients_on_our_kernels_and_on_candles_ops() {
+    let cases = [(Arch::Fcn8, 64), (Arch::Fcn8, 96), (Arch::Fcn16, 64), (Arch::Unet, 188), (Arch::Dilation10Front, 40), (Arch::Dilation10Global, 40), (Arch::Deeplabv3, 65)];
+    for (arch, input) in cases {
+        let s = ModelSpec { classes: 3, ..spec(arch, 1.0 / 16.0, input) };
+        let mut vm = VarMap::new();
+        let model = build(&s, &mut vm, DType::F64, &Device::Cpu).unwrap();
+        // Non-zero skip scores, so the FCN skips' gradients are exercised too, and a random context
+        // module (its identity start passes exact zeros into ReLUs, where candle's ReLU gradient is 1 and
+        // PyTorch's, like ours, 0).
+        for (name, var) in vm.data().lock().unwrap().iter() {
+            if name.starts_with("score_pool") || name.starts_with("context.") {
+                var.set(&randn(var.dims(), 9).to_dtype(DType::F64).unwrap()).unwrap();
+            }
+        }
+        let x = randn(&[2, 3, input, input], 1).to_dtype(DType::F64).unwrap();
+        let (out, _) = model.output_size(input, input);
+        let t = Tensor::from_vec((0..2 * out * out).map(|i| ((i * 7) % 3) as u32).collect::<Vec<_>>(), (2, out, out), &Device::Cpu).unwrap();
+        let run = || {
+            let y = model.forward_t(&x, false).unwrap();
+            let loss = weighted_cross_entropy(&y, &t, Some(&[0.2, 0.3, 0.5])).unwrap();
+            let g = loss.backward().unwrap();
+            let vars = trainable_vars(model.as_ref(), &vm);
+            let grads: Vec<(String, Vec<f64>)> = vars.iter().filter_map(|(n, v)| g.get(v.as_tensor()).map(|g| (n.clone(), g.flatten_all().unwrap().to_vec1().unwrap()))).collect();
+            (y.flatten_all().unwrap().to_vec1::<f64>().unwrap(), grads)
+        };
+        let (y1, g1) = run();
+        let (y2, g2) = crate::nn::kernels::with_candle_ops(run);
+        let rel = |a: &[f64], b: &[f64]| {
+            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-6); // exactly-zero gradients (GroupNorm on a 1 x 1 map) come out as 1e-19 noise
+            a.iter().zip(b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs() / scale))
+        };
+        assert!(rel(&y1, &y2) < 1e-10, "{arch} {input}: forward differs by {}", rel(&y1, &y2));
+        assert_eq!(g1.len(), g2.len(), "{arch}: the same variables get gradients");
+        for ((n1, a), (n2, b)) in g1.iter().zip(&g2) {
+            assert_eq!(n1, n2);
+            assert!(rel(a, b) < 1e-9, "{arch} {input}: gradient of {n1} differs by {} (of its largest entry): {:?} vs {:?}", rel(a, b), &a[..a.len().min(6)], &b[..b.len().min(6)]);
+        }
+    }
+}

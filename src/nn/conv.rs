@@ -69,7 +69,7 @@ impl Module for Conv2d {
             }
         };
         if self.relu {
-            y.relu()
+            super::norm::relu_candle(&y)
         } else {
             Ok(y)
         }

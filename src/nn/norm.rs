@@ -37,17 +37,25 @@ impl Module for GroupNorm {
         }
         let y = self.inner.forward(x)?;
         if self.relu {
-            y.relu()
+            relu_candle(&y)
         } else {
             Ok(y)
         }
     }
 }
 
-/// ReLU on both threads on the CPU (one graph node, a one-pass backward), candle's elsewhere.
+/// ReLU on both threads on the CPU (one graph node, a one-pass backward), candle's ops elsewhere.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     if kernels::use_fast(x.device()) {
         return x.apply_op1(kernels::elementwise::Relu);
     }
-    x.relu()
+    relu_candle(x)
+}
+
+/// ReLU from candle's ops with PyTorch's gradient at 0 (zero): candle's own `relu` passes the gradient
+/// where the input is exactly 0, which happens wherever a ReLU'd zero meets an identity-initialised
+/// layer (Dilation10's context module) or a group whose values are all equal (DeepLabv3's image
+/// pooling branch), and then the two paths train differently.
+pub fn relu_candle(x: &Tensor) -> Result<Tensor> {
+    x * x.gt(0.0)?.to_dtype(x.dtype())?
 }

@@ -3,7 +3,7 @@
 //! candle 0.11's `max_pool2d` backward scales the gradient by `1 / k²` (it multiplies by the window
 //! average of the arg-max mask instead of dividing by the count: a 2x2 pool passes a quarter of the
 //! gradient; `gradcheck` shows it), takes no padding, and refuses `kernel != stride`. [`max_pool2x2`] is
-//! a reshape and two `max` reductions, whose backward candle gets right; [`max_pool2d_padded`] covers
+//! a sum of each window weighted by the one-hot of its first maximum (PyTorch's gradient, ties included); [`max_pool2d_padded`] covers
 //! ResNet's stem (3x3, stride 2, padding 1). This takes the maximum of the `k x k` strided taps of a
 //! `-inf`-padded input: `maximum` and `index_select` both have backward passes, and the padding never
 //! wins, so the gradient goes to the input pixel that won, as in PyTorch (ties between distinct pixels
@@ -54,7 +54,14 @@ pub fn max_pool2x2(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (oh, ow) = (h / 2, w / 2);
     let x = if h % 2 == 1 || w % 2 == 1 { x.narrow(2, 0, 2 * oh)?.narrow(3, 0, 2 * ow)? } else { x.clone() };
-    x.reshape((n, c, oh, 2, ow, 2))?.max(5)?.max(3)
+    // Each window's four values last, then the output as Σ x · one-hot(first maximum): the gradient
+    // goes to one pixel per window as in PyTorch. (`max` alone hands the full gradient to every tied
+    // pixel: flat mammogram backgrounds tie everywhere, and their gradient came out up to 4x.)
+    let win = x.reshape((n, c, oh, 2, ow, 2))?.permute((0, 1, 2, 4, 3, 5))?.contiguous()?.reshape((n, c, oh, ow, 4))?;
+    let d = win.detach();
+    let is_max = d.broadcast_eq(&d.max_keepdim(4)?)?.to_dtype(x.dtype())?;
+    let first = (&is_max * is_max.cumsum(4)?.eq(1.0)?.to_dtype(x.dtype())?)?;
+    (win * first)?.sum(4)
 }
 
 /// Pads H and W by `p` on each side with `-inf` (zeros, plus a constant mask that carries no gradient).

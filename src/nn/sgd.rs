@@ -41,8 +41,10 @@ impl SgdMomentum {
                 *buf = Some(v);
                 continue;
             }
+            // Detached: a momentum buffer computed from the variable itself would keep every earlier
+            // step's buffer alive through its op graph (memory grew by the model size per step).
             let g = if self.weight_decay != 0.0 {
-                (g + (var.as_tensor() * self.weight_decay)?)?
+                (g + (var.as_tensor().detach() * self.weight_decay)?)?
             } else {
                 g.clone()
             };
@@ -50,8 +52,8 @@ impl SgdMomentum {
                 Some(b) if self.momentum != 0.0 => ((b * self.momentum)? + g)?,
                 _ => g,
             };
-            var.set(&(var.as_tensor() - (&v * self.lr)?)?)?;
-            *buf = Some(v);
+            var.set(&(var.as_tensor().detach() - (&v * self.lr)?)?)?;
+            *buf = Some(v.detach());
         }
         Ok(())
     }

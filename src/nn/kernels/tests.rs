@@ -65,6 +65,9 @@ fn convolution_matches_candle_and_finite_differences() {
         ([1, 3, 10, 10], 2, 7, 1, 0, 1, true, false),
         ([2, 3, 9, 10], 4, 1, 2, 0, 1, false, false),
         ([1, 2, 12, 12], 3, 3, 1, 0, 1, true, true),
+        // Dilation10's context module on a 5 x 5 score map: dilations beyond the map.
+        ([2, 3, 5, 5], 3, 3, 1, 2, 2, true, false),
+        ([2, 3, 5, 5], 3, 3, 1, 8, 8, true, true),
         // Maps of 512 output pixels or more take the tiled route (the ones above the batched one).
         ([1, 3, 33, 34], 4, 3, 1, 1, 1, true, true),
         ([2, 2, 50, 47], 3, 3, 2, 1, 1, true, false),
