@@ -210,29 +210,3 @@ fn dropout_keeps_about_1_minus_p_scales_and_passes_the_gradient_through_the_same
     assert_eq!(gv, v, "d(sum y)/dx = mask / (1 - p) = y for x = 1");
 }
 
-#[test]
-#[ignore = "timing probe, run by hand"]
-fn probe_group_norm_speed() {
-    use candle_core::DType;
-    if std::env::var_os("PROBE_MALLOPT").is_some() {
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
-        }
-    }
-    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 16, 128, 128), &Device::Cpu).unwrap()).unwrap();
-    let g = Var::from_tensor(&Tensor::ones(16, DType::F32, &Device::Cpu).unwrap()).unwrap();
-    let b = Var::from_tensor(&Tensor::zeros(16, DType::F32, &Device::Cpu).unwrap()).unwrap();
-    let r = Tensor::randn(0f32, 1.0, (4, 16, 128, 128), &Device::Cpu).unwrap();
-    super::timing::start();
-    for _ in 0..5 {
-        let t0 = std::time::Instant::now();
-        let y = x.as_tensor().apply_op3(g.as_tensor(), b.as_tensor(), super::norm::GroupNorm::new(16, 1e-5, true)).unwrap();
-        let t1 = t0.elapsed();
-        let loss = (&y * &r).unwrap().sum_all().unwrap();
-        let t2 = std::time::Instant::now();
-        let _ = loss.backward().unwrap();
-        eprintln!("fwd {:?} bwd(all) {:?}", t1, t2.elapsed());
-    }
-    eprintln!("{:?}", super::timing::stop().iter().filter(|k| k.3 > 0).collect::<Vec<_>>());
-}
