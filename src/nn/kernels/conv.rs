@@ -127,6 +127,41 @@ impl Geom {
         self.out_plane() < MIN_TILE_COLS && self.k() * self.n * self.out_plane() * elem <= BATCHED_MAX_BYTES
     }
 
+    /// Kernel rows `ky0..ky1` that read inside the input for output row `oy`.
+    fn valid_taps_y(&self, oy: usize) -> (usize, usize) {
+        let (s, p, d) = (self.stride, self.pad, self.dil);
+        let lo = if oy * s >= p { 0 } else { (p - oy * s).div_ceil(d) };
+        let hi = if self.h + p > oy * s { ((self.h - 1 + p - oy * s) / d + 1).min(self.kh) } else { 0 };
+        (lo.min(hi), hi)
+    }
+
+    /// Bands of output rows that read the same kernel rows: `(r0, r1, ky0, ky1)`.
+    fn bands(&self) -> Vec<(usize, usize, usize, usize)> {
+        let mut out: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for oy in 0..self.oh {
+            let (a, b) = self.valid_taps_y(oy);
+            match out.last_mut() {
+                Some(last) if (last.2, last.3) == (a, b) => last.1 = oy + 1,
+                _ => out.push((oy, oy + 1, a, b)),
+            }
+        }
+        out
+    }
+
+    /// Large-map convolutions whose padding leaves at least a tenth of the kernel rows outside the
+    /// input go band by band, each band one GEMM over the batch with only its valid kernel rows:
+    /// Dilation10's fc6 (7x7, dilation 4, padding 12 on 32 x 32) reads zeros with 21 % of its rows,
+    /// DeepLabv3's ASPP at rate 36 on a 32 x 32 map with two of its three.
+    fn banded(&self, elem: usize) -> bool {
+        if self.stride != 1 || self.kh < 2 || self.out_plane() < MIN_TILE_COLS {
+            return false;
+        }
+        let bands = self.bands();
+        let skipped: usize = bands.iter().map(|&(r0, r1, a, b)| (r1 - r0) * (self.kh - (b - a))).sum();
+        let widest = bands.iter().map(|&(r0, r1, a, b)| (r1 - r0) * (b - a)).max().unwrap_or(0);
+        10 * skipped >= self.oh * self.kh && widest * self.cin * self.kw * self.n * self.ow * elem <= BATCHED_MAX_BYTES
+    }
+
     /// The output columns `ox` whose input column `ox·s + off − p` lies inside `[0, w)`, for the tap at
     /// offset `off = kx·d`.
     fn valid_cols(&self, off: usize) -> (usize, usize) {
@@ -141,33 +176,38 @@ impl Geom {
 /// (`ld` = the matrix's row length, `off` = the image's first column in it).
 fn im2col<T: Elem>(x: &[T], g: &Geom, r0: usize, r1: usize, col: &mut [T], ld: usize, off: usize) {
     let cols = (r1 - r0) * g.ow;
-    let (s, p, d) = (g.stride, g.pad, g.dil);
     for c in 0..g.cin {
         let xc = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (c * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * ld + off..row * ld + off + cols];
-                let (lo, hi) = g.valid_cols(kx * d);
-                for oy in r0..r1 {
-                    let drow = &mut dst[(oy - r0) * g.ow..(oy - r0 + 1) * g.ow];
-                    let iy = (oy * s + ky * d) as isize - p as isize;
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        drow.fill(T::ZERO);
-                        continue;
-                    }
-                    drow[..lo].fill(T::ZERO);
-                    drow[hi..].fill(T::ZERO);
-                    let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    let ix0 = lo * s + kx * d - p;
-                    if s == 1 {
-                        drow[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
-                    } else {
-                        for (j, v) in drow[lo..hi].iter_mut().enumerate() {
-                            *v = src[ix0 + j * s];
-                        }
-                    }
-                }
+                fill_row(xc, g, ky, kx, r0, r1, &mut col[row * ld + off..row * ld + off + cols]);
+            }
+        }
+    }
+}
+
+/// One im2col row: input channel `xc` under tap `(ky, kx)` for output rows `r0..r1` (zeros outside).
+#[allow(clippy::too_many_arguments)]
+fn fill_row<T: Elem>(xc: &[T], g: &Geom, ky: usize, kx: usize, r0: usize, r1: usize, dst: &mut [T]) {
+    let (s, p, d) = (g.stride, g.pad, g.dil);
+    let (lo, hi) = g.valid_cols(kx * d);
+    for oy in r0..r1 {
+        let drow = &mut dst[(oy - r0) * g.ow..(oy - r0 + 1) * g.ow];
+        let iy = (oy * s + ky * d) as isize - p as isize;
+        if iy < 0 || iy >= g.h as isize || lo >= hi {
+            drow.fill(T::ZERO);
+            continue;
+        }
+        drow[..lo].fill(T::ZERO);
+        drow[hi..].fill(T::ZERO);
+        let src = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+        let ix0 = lo * s + kx * d - p;
+        if s == 1 {
+            drow[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+        } else {
+            for (j, v) in drow[lo..hi].iter_mut().enumerate() {
+                *v = src[ix0 + j * s];
             }
         }
     }
@@ -260,6 +300,9 @@ fn tiles(g: &Geom, rows: usize) -> Vec<(usize, usize, usize)> {
 pub fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, relu: bool, g: &Geom) -> Vec<T> {
     if g.batched(std::mem::size_of::<T>()) {
         return forward_batched(x, w, bias, relu, g);
+    }
+    if g.banded(std::mem::size_of::<T>()) {
+        return forward_banded(x, w, bias, relu, g);
     }
     let mut y = alloc::<T>(g.n * g.out_img());
     let rows = g.tile_rows(std::mem::size_of::<T>());
@@ -377,6 +420,9 @@ pub fn backward_weights<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     if g.batched(std::mem::size_of::<T>()) {
         return backward_weights_batched(x, dy, g);
     }
+    if g.banded(std::mem::size_of::<T>()) {
+        return backward_weights_banded(x, dy, g);
+    }
     let k = g.k();
     let rows = g.weight_tile_rows(std::mem::size_of::<T>());
     let len = g.cout * k;
@@ -442,6 +488,12 @@ fn channels_first<T: Elem>(a: &[T], n: usize, c: usize, plane: usize) -> Vec<T> 
 /// FCN's fc7, 1024 x 256 x 1024).
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_split<T: Elem>(m: usize, n: usize, k: usize, dst: *mut T, dst_rs: usize, lhs: *const T, lhs_rs: usize, lhs_cs: usize, rhs: *const T, rhs_rs: usize, rhs_cs: usize) {
+    gemm_split_acc(m, n, k, dst, dst_rs, false, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs)
+}
+
+/// [`gemm_split`], adding to `dst` when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_split_acc<T: Elem>(m: usize, n: usize, k: usize, dst: *mut T, dst_rs: usize, accumulate: bool, lhs: *const T, lhs_rs: usize, lhs_cs: usize, rhs: *const T, rhs_rs: usize, rhs_cs: usize) {
     let parts = threads();
     let (dp, lp, rp) = (SharedMut(dst), SharedMut(lhs as *mut T), SharedMut(rhs as *mut T));
     let by_rows = m >= n;
@@ -452,9 +504,9 @@ unsafe fn gemm_split<T: Elem>(m: usize, n: usize, k: usize, dst: *mut T, dst_rs:
         let (dp, lp, rp) = (dp, lp, rp);
         // SAFETY: each block writes its own rows (or columns) of dst.
         if by_rows {
-            gemm(b - a, n, k, dp.0.add(a * dst_rs), dst_rs, false, lp.0.add(a * lhs_rs), lhs_rs, lhs_cs, rp.0, rhs_rs, rhs_cs);
+            gemm(b - a, n, k, dp.0.add(a * dst_rs), dst_rs, accumulate, lp.0.add(a * lhs_rs), lhs_rs, lhs_cs, rp.0, rhs_rs, rhs_cs);
         } else {
-            gemm(m, b - a, k, dp.0.add(a), dst_rs, false, lp.0, lhs_rs, lhs_cs, rp.0.add(a * rhs_cs), rhs_rs, rhs_cs);
+            gemm(m, b - a, k, dp.0.add(a), dst_rs, accumulate, lp.0, lhs_rs, lhs_cs, rp.0.add(a * rhs_cs), rhs_rs, rhs_cs);
         }
     });
 }
@@ -501,6 +553,102 @@ fn backward_weights_batched<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let mut dw = alloc::<T>(g.cout * k);
     unsafe { gemm_split(g.cout, k, cols, dw.as_mut_ptr(), k, dyt.as_ptr(), cols, 1, col.as_ptr(), 1, ld) };
     dw
+}
+
+/// The kernel with its axes as `(cout, ky, cin, kx)` (`to_ky_major`) or back: a band's kernel rows
+/// `ky0..ky1` are then one contiguous block of columns.
+fn permute_ky<T: Elem>(w: &[T], g: &Geom, to_ky_major: bool) -> Vec<T> {
+    let mut out = alloc::<T>(w.len());
+    let (ci, kh, kw) = (g.cin, g.kh, g.kw);
+    for co in 0..g.cout {
+        for c in 0..ci {
+            for ky in 0..kh {
+                let a = ((co * ci + c) * kh + ky) * kw; // (co, c, ky, ·)
+                let b = ((co * kh + ky) * ci + c) * kw; // (co, ky, c, ·)
+                let (src, dst) = if to_ky_major { (a, b) } else { (b, a) };
+                out[dst..dst + kw].copy_from_slice(&w[src..src + kw]);
+            }
+        }
+    }
+    out
+}
+
+/// im2col of one band (rows `r0..r1`, kernel rows `ky0..ky1`) of every image, rows `(ky, c, kx)`.
+fn im2col_band<T: Elem>(x: &[T], g: &Geom, (r0, r1, ky0, ky1): (usize, usize, usize, usize), ld: usize) -> Vec<T> {
+    let pix = (r1 - r0) * g.ow;
+    let rows = (ky1 - ky0) * g.cin * g.kw;
+    let mut col = alloc::<T>(rows.max(1) * ld);
+    let cp = SharedMut(col.as_mut_ptr());
+    (0..(ky1 - ky0) * g.cin).into_par_iter().for_each(|j| {
+        let (ky, c) = (ky0 + j / g.cin, j % g.cin);
+        let cp = cp;
+        for i in 0..g.n {
+            let xc = &x[i * g.in_img() + c * g.h * g.w..i * g.in_img() + (c + 1) * g.h * g.w];
+            for kx in 0..g.kw {
+                let row = j * g.kw + kx;
+                // SAFETY: row `row` belongs to this task; image i's columns are its own part of it.
+                let dst = unsafe { std::slice::from_raw_parts_mut(cp.0.add(row * ld + i * pix), pix) };
+                fill_row(xc, g, ky, kx, r0, r1, dst);
+            }
+        }
+    });
+    col
+}
+
+/// [`forward`] band by band (see [`Geom::banded`]).
+fn forward_banded<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, relu: bool, g: &Geom) -> Vec<T> {
+    let (k, plane) = (g.k(), g.out_plane());
+    let wp = permute_ky(w, g, true);
+    let mut y = alloc::<T>(g.n * g.out_img());
+    let yp = SharedMut(y.as_mut_ptr());
+    for band in g.bands() {
+        let (r0, r1, ky0, ky1) = band;
+        let pix = (r1 - r0) * g.ow;
+        let cols = g.n * pix;
+        let ld = padded(cols);
+        let kr = (ky1 - ky0) * g.cin * g.kw;
+        let col = im2col_band(x, g, band, ld);
+        let mut tmp = alloc::<T>(g.cout * cols);
+        unsafe { gemm_split(g.cout, cols, kr, tmp.as_mut_ptr(), cols, wp.as_ptr().add(ky0 * g.cin * g.kw), k, 1, col.as_ptr(), ld, 1) };
+        (0..g.n * g.cout).into_par_iter().for_each(|j| {
+            let (i, co) = (j / g.cout, j % g.cout);
+            let yp = yp;
+            // SAFETY: rows r0..r1 of (image i, channel co) are written by this task only.
+            let out = unsafe { std::slice::from_raw_parts_mut(yp.0.add((i * g.cout + co) * plane + r0 * g.ow), pix) };
+            let b = bias.map_or(T::ZERO, |b| b[co]);
+            for (o, v) in out.iter_mut().zip(&tmp[co * cols + i * pix..co * cols + (i + 1) * pix]) {
+                let v = *v + b;
+                *o = if relu { relu_of(v) } else { v };
+            }
+        });
+    }
+    y
+}
+
+/// [`backward_weights`] band by band: each band adds `dy_band · col_bandᵀ` to its kernel rows.
+fn backward_weights_banded<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
+    let (k, plane) = (g.k(), g.out_plane());
+    let mut dwp = vec![T::ZERO; g.cout * k];
+    for band in g.bands() {
+        let (r0, r1, ky0, ky1) = band;
+        if ky1 == ky0 {
+            continue;
+        }
+        let pix = (r1 - r0) * g.ow;
+        let cols = g.n * pix;
+        let ld = padded(cols);
+        let kr = (ky1 - ky0) * g.cin * g.kw;
+        let col = im2col_band(x, g, band, ld);
+        let mut dyb = alloc::<T>(g.cout * cols);
+        for co in 0..g.cout {
+            for i in 0..g.n {
+                let src = (i * g.cout + co) * plane + r0 * g.ow;
+                dyb[co * cols + i * pix..co * cols + (i + 1) * pix].copy_from_slice(&dy[src..src + pix]);
+            }
+        }
+        unsafe { gemm_split_acc(g.cout, kr, cols, dwp.as_mut_ptr().add(ky0 * g.cin * g.kw), k, true, dyb.as_ptr(), cols, 1, col.as_ptr(), 1, ld) };
+    }
+    permute_ky(&dwp, g, false)
 }
 
 /// The bias gradient: `db[c] = Σ_{n, y, x} dy[n, c, y, x]`.
@@ -583,8 +731,9 @@ mod tests {
     fn forward_matches_the_definition_and_adjoints_hold() {
         // <conv(x), dy> = <x, backward_data(dy)> = <w, backward_weights(x, dy)>: the three routines are
         // adjoint to each other exactly when each is right.
-        // Maps under 512 pixels take the batched route, the 40 x 30 ones the tiled route.
-        for (shape, k, s, p, d) in [([2, 3, 40, 30], 3, 1, 1, 1), ([1, 2, 41, 30], 3, 2, 1, 1), ([1, 2, 61, 50], 3, 2, 1, 1), ([1, 2, 26, 27], 3, 1, 2, 2), ([2, 3, 30, 40], 1, 1, 0, 1), ([2, 3, 9, 8], 3, 1, 1, 1), ([1, 2, 11, 7], 3, 2, 1, 1), ([2, 4, 13, 12], 3, 1, 4, 4), ([1, 3, 7, 9], 1, 1, 0, 1), ([1, 2, 16, 15], 7, 2, 3, 1), ([3, 5, 6, 6], 2, 2, 0, 1)] {
+        // Maps under 512 pixels take the batched route, the 40 x 30 ones the tiled route, the dilated
+        // ones with wide padding on 24 x 24 and more the banded route.
+        for (shape, k, s, p, d) in [([2, 3, 24, 24], 7, 1, 12, 4), ([1, 2, 26, 30], 3, 1, 12, 12), ([2, 2, 32, 32], 3, 1, 36, 36),([2, 3, 40, 30], 3, 1, 1, 1), ([1, 2, 41, 30], 3, 2, 1, 1), ([1, 2, 61, 50], 3, 2, 1, 1), ([1, 2, 26, 27], 3, 1, 2, 2), ([2, 3, 30, 40], 1, 1, 0, 1), ([2, 3, 9, 8], 3, 1, 1, 1), ([1, 2, 11, 7], 3, 2, 1, 1), ([2, 4, 13, 12], 3, 1, 4, 4), ([1, 3, 7, 9], 1, 1, 0, 1), ([1, 2, 16, 15], 7, 2, 3, 1), ([3, 5, 6, 6], 2, 2, 0, 1)] {
             let g = Geom::new(shape, [4, shape[1], k, k], s, p, d).unwrap();
             let x = lcg(g.n * g.in_img(), 1);
             let w = lcg(g.cout * g.k(), 2);
