@@ -120,14 +120,20 @@ impl Dropout {
         let _t = timing::span(timing::Kind::Elementwise, 0.0);
         let call = DROPOUT_CALLS.fetch_add(1, Ordering::Relaxed);
         let seed = DROPOUT_SEED.load(Ordering::Relaxed) ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let threshold = (self.p * (1u64 << 32) as f64) as u64;
+        // 16 random bits per element (four from each 64-bit draw): p is honoured to 1/65536.
+        let threshold = (self.p * 65536.0).round() as u64;
         let scale = T::from_f64(1.0 / (1.0 - self.p));
         let mut y = alloc::<T>(x.len());
         let mut mask = vec![0u8; x.len()];
         y.par_chunks_mut(CHUNK).zip(mask.par_chunks_mut(CHUNK)).zip(x.par_chunks(CHUNK)).enumerate().for_each(|(c, ((y, m), x))| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_add(c as u64));
-            for ((y, m), x) in y.iter_mut().zip(m.iter_mut()).zip(x) {
-                let keep = (rng.next_u32() as u64) >= threshold;
+            let mut bits = 0u64;
+            for (j, ((y, m), x)) in y.iter_mut().zip(m.iter_mut()).zip(x).enumerate() {
+                if j % 4 == 0 {
+                    bits = rng.next_u64();
+                }
+                let keep = (bits & 0xffff) >= threshold;
+                bits >>= 16;
                 *m = keep as u8;
                 *y = (*x * scale).keep_if(keep);
             }
