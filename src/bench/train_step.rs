@@ -98,6 +98,7 @@ impl Stepper {
 }
 
 /// Median ms per step and trainable parameters, on our kernels (`fast`) or candle's ops.
+#[allow(clippy::too_many_arguments)]
 pub fn time_ours(arch: Arch, input: usize, batch: usize, width: f64, warmup: usize, steps: usize, device: &Device, fast: bool) -> anyhow::Result<(f64, usize)> {
     kernels::set_fast(fast);
     let mut s = Stepper::new(arch, width, input, batch, device)?;

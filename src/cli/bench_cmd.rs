@@ -11,9 +11,10 @@ pub(crate) fn bench(a: BenchArgs) -> anyhow::Result<i32> {
     let f = |x: Option<f64>| x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
     let f1 = |x: Option<f64>| x.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
     // Optional columns appear when some row has them.
-    let has = |g: fn(&bench::Row) -> Option<f64>| r.rows.iter().any(|row| g(row).is_some());
-    let extra: Vec<(&str, fn(&bench::Row) -> Option<f64>)> = [
-        ("candle", (|r: &bench::Row| r.candle) as fn(&bench::Row) -> Option<f64>),
+    type Column = fn(&bench::Row) -> Option<f64>;
+    let has = |g: Column| r.rows.iter().any(|row| g(row).is_some());
+    let extra: Vec<(&str, Column)> = [
+        ("candle", (|r: &bench::Row| r.candle) as Column),
         ("GFLOP/s", |r: &bench::Row| r.gflops),
         ("calls", |r: &bench::Row| r.calls),
         ("RSS MiB", |r: &bench::Row| r.rss_mib),

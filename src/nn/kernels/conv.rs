@@ -330,7 +330,7 @@ pub fn forward<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, relu: bool, g: &Ge
                 let b = bias.map_or(T::ZERO, |b| b[co]);
                 match (bias.is_some(), relu) {
                     (true, true) => out.iter_mut().for_each(|v| *v = relu_of(*v + b)),
-                    (true, false) => out.iter_mut().for_each(|v| *v = *v + b),
+                    (true, false) => out.iter_mut().for_each(|v| *v += b),
                     _ => out.iter_mut().for_each(|v| *v = relu_of(*v)),
                 }
             }

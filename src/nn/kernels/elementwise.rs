@@ -92,7 +92,7 @@ pub fn add_channel_bias<T: Elem>(z: &mut [T], b: &[T], plane: usize) {
 }
 
 
-static DROPOUT_SEED: AtomicU64 = AtomicU64::new(0x5EED_D50);
+static DROPOUT_SEED: AtomicU64 = AtomicU64::new(0x05EE_DD50);
 static DROPOUT_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Seeds our dropout masks (and restarts their sequence), so a seeded training run drops the same units.

@@ -42,6 +42,10 @@
 //! [`with_candle_ops`] switch the CPU path back to candle's ops for the calling thread (benchmarks and
 //! the loss-curve test compare the two), and `MAMMOFLOW_KERNELS=candle` does so for the whole process.
 
+// `let p = p;` inside rayon closures is deliberate: it moves the whole `SharedMut` (which is Send) into
+// the closure instead of its raw-pointer field (which is not), under edition 2021's disjoint captures.
+#![allow(clippy::redundant_locals)]
+
 pub mod conv;
 pub mod elementwise;
 pub mod norm;

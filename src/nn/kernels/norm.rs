@@ -10,6 +10,9 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
+/// `(mean, 1/σ)` per (image, group).
+type Stats = Arc<Vec<(f64, f64)>>;
+
 /// `(x, gamma, beta) -> gamma · (x − μ_g) / σ_g + beta`, then ReLU when `relu`.
 #[derive(Debug)]
 pub struct GroupNorm {
@@ -17,7 +20,7 @@ pub struct GroupNorm {
     pub eps: f64,
     pub relu: bool,
     /// `(mean, 1/σ)` of every (image, group), set by the forward pass.
-    stats: Mutex<Option<Arc<Vec<(f64, f64)>>>>,
+    stats: Mutex<Option<Stats>>,
 }
 
 impl GroupNorm {
