@@ -66,8 +66,10 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
+/// `MAMMOFLOW_KERNELS=candle` switches the whole process to candle's ops (read once).
 fn default_fast() -> bool {
-    !matches!(std::env::var("MAMMOFLOW_KERNELS").as_deref(), Ok("candle"))
+    static FAST_DEFAULT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST_DEFAULT.get_or_init(|| !matches!(std::env::var("MAMMOFLOW_KERNELS").as_deref(), Ok("candle")))
 }
 
 /// Whether layers on `device` take our kernels (CPU, not switched off for this thread).
