@@ -1,12 +1,12 @@
 //! ReLU and the per-channel bias, on both threads (candle's elementwise ops run on one).
 
-use super::{alloc, contiguous, timing, Elem, SharedMut};
+use super::{alloc, by_dtype1, contiguous, timing, Elem, Saved, SharedMut};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Elements per parallel chunk: large enough that a task outweighs its scheduling, small enough that
 /// both threads get work on the small maps of deep layers.
@@ -66,11 +66,7 @@ impl CustomOp1 for Relu {
             let out = zip_map(&x, &x, |v, _| v.keep_if(v > T::ZERO));
             Ok((T::storage(out), l.shape().clone()))
         }
-        match s {
-            CpuStorage::F32(_) => run::<f32>(s, l),
-            CpuStorage::F64(_) => run::<f64>(s, l),
-            _ => bail!("relu: f32 or f64 tensors"),
-        }
+        by_dtype1("relu", s, || run::<f32>(s, l), || run::<f64>(s, l))
     }
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(res.apply_op2_no_bwd(grad, &ReluBwd)?))
@@ -107,12 +103,12 @@ pub fn set_dropout_seed(seed: u64) {
 #[derive(Debug)]
 pub struct Dropout {
     p: f64,
-    mask: Mutex<Option<Arc<Vec<u8>>>>,
+    mask: Saved<Vec<u8>>,
 }
 
 impl Dropout {
     pub fn new(p: f64) -> Self {
-        Dropout { p, mask: Mutex::new(None) }
+        Dropout { p, mask: Saved::default() }
     }
 
     fn run<T: Elem>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -138,7 +134,7 @@ impl Dropout {
                 *y = (*x * scale).keep_if(keep);
             }
         });
-        *self.mask.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(mask));
+        self.mask.set(mask);
         Ok((T::storage(y), l.shape().clone()))
     }
 }
@@ -151,15 +147,10 @@ impl CustomOp1 for Dropout {
         if !(0.0..1.0).contains(&self.p) {
             bail!("dropout: p = {} must be in [0, 1)", self.p);
         }
-        match s {
-            CpuStorage::F32(_) => self.run::<f32>(s, l),
-            CpuStorage::F64(_) => self.run::<f64>(s, l),
-            _ => bail!("dropout: f32 or f64 tensors"),
-        }
+        by_dtype1("dropout", s, || self.run::<f32>(s, l), || self.run::<f64>(s, l))
     }
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let mask = self.mask.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(mask) = mask else { bail!("dropout backward before its forward") };
+        let mask = self.mask.get("dropout")?;
         Ok(Some(grad.apply_op1_no_bwd(&DropoutBwd { mask, scale: 1.0 / (1.0 - self.p) })?))
     }
 }
@@ -188,10 +179,6 @@ impl CustomOp1 for DropoutBwd {
             });
             Ok((T::storage(out), l.shape().clone()))
         }
-        match s {
-            CpuStorage::F32(_) => run::<f32>(self, s, l),
-            CpuStorage::F64(_) => run::<f64>(self, s, l),
-            _ => bail!("dropout backward: f32 or f64 tensors"),
-        }
+        by_dtype1("dropout backward", s, || run::<f32>(self, s, l), || run::<f64>(self, s, l))
     }
 }

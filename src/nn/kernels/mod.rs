@@ -220,6 +220,39 @@ pub fn with_scratch<T: Elem, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R 
     })
 }
 
+/// What a forward pass keeps for its backward (max-pool arg-maxes, dropout masks, GroupNorm
+/// statistics): set once by `cpu_fwd`, shared with the backward op.
+#[derive(Debug)]
+pub struct Saved<V>(std::sync::Mutex<Option<std::sync::Arc<V>>>);
+
+impl<V> Default for Saved<V> {
+    fn default() -> Self {
+        Saved(std::sync::Mutex::new(None))
+    }
+}
+
+impl<V> Saved<V> {
+    pub fn set(&self, v: V) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(v));
+    }
+    /// The saved value, or an error naming `op` when its backward runs before its forward.
+    pub fn get(&self, op: &str) -> Result<std::sync::Arc<V>> {
+        match self.0.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(v) => Ok(v),
+            None => candle_core::bail!("{op} backward before its forward"),
+        }
+    }
+}
+
+/// Runs a unary op's `run::<T>` for f32 or f64 storage.
+pub fn by_dtype1(what: &str, s: &CpuStorage, f32_run: impl FnOnce() -> Result<(CpuStorage, candle_core::Shape)>, f64_run: impl FnOnce() -> Result<(CpuStorage, candle_core::Shape)>) -> Result<(CpuStorage, candle_core::Shape)> {
+    match s {
+        CpuStorage::F32(_) => f32_run(),
+        CpuStorage::F64(_) => f64_run(),
+        _ => candle_core::bail!("{what}: f32 or f64 tensors"),
+    }
+}
+
 /// A raw pointer that rayon tasks may share: each task writes a disjoint region (the callers say which).
 #[derive(Clone, Copy)]
 pub(crate) struct SharedMut<T>(pub *mut T);

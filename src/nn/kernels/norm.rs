@@ -5,13 +5,10 @@
 //! forward saves the groups' mean and 1/σ, and the backward computes the input, weight and bias
 //! gradients together from `x`, the output (for the ReLU mask) and the output gradient.
 
-use super::{alloc, contiguous, timing, Elem, SharedMut};
+use super::{alloc, contiguous, timing, Elem, Saved, SharedMut};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
-
-/// `(mean, 1/σ)` per (image, group).
-type Stats = Arc<Vec<(f64, f64)>>;
+use std::sync::Arc;
 
 /// `(x, gamma, beta) -> gamma · (x − μ_g) / σ_g + beta`, then ReLU when `relu`.
 #[derive(Debug)]
@@ -20,12 +17,12 @@ pub struct GroupNorm {
     pub eps: f64,
     pub relu: bool,
     /// `(mean, 1/σ)` of every (image, group), set by the forward pass.
-    stats: Mutex<Option<Stats>>,
+    stats: Saved<Vec<(f64, f64)>>,
 }
 
 impl GroupNorm {
     pub fn new(groups: usize, eps: f64, relu: bool) -> Self {
-        GroupNorm { groups, eps, relu, stats: Mutex::new(None) }
+        GroupNorm { groups, eps, relu, stats: Saved::default() }
     }
 
     fn run<T: Elem>(&self, sx: &CpuStorage, lx: &Layout, sg: &CpuStorage, lg: &Layout, sb: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -71,7 +68,7 @@ impl GroupNorm {
             })
             .collect();
         debug_assert_eq!(stats.len(), n * self.groups);
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(stats));
+        self.stats.set(stats);
         Ok((T::storage(y), lx.shape().clone()))
     }
 }
@@ -89,8 +86,7 @@ impl CustomOp3 for GroupNorm {
         }
     }
     fn bwd(&self, x: &Tensor, gamma: &Tensor, _beta: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(stats) = stats else { bail!("group norm backward before its forward") };
+        let stats = self.stats.get("group norm")?;
         let gamma_v: Vec<f64> = gamma.to_dtype(candle_core::DType::F64)?.to_vec1()?;
         let c = gamma_v.len();
         let op = GroupNormBwd { groups: self.groups, relu: self.relu, stats, gamma: gamma_v };

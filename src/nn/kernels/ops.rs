@@ -13,6 +13,15 @@ fn dims4(l: &Layout, what: &str) -> Result<[usize; 4]> {
     }
 }
 
+/// The output gradient of a convolution must have the convolution's output shape.
+fn check_output_grad(ldy: &Layout, g: &Geom) -> Result<()> {
+    let dyd = dims4(ldy, "conv2d output gradient")?;
+    if dyd != [g.n, g.cout, g.oh, g.ow] {
+        bail!("conv2d backward: output gradient {dyd:?} does not match {:?}", [g.n, g.cout, g.oh, g.ow]);
+    }
+    Ok(())
+}
+
 fn geom_err(e: String) -> candle_core::Error {
     candle_core::Error::Msg(e)
 }
@@ -114,10 +123,7 @@ pub struct ConvData {
 impl ConvData {
     fn run<T: Elem>(&self, sdy: &CpuStorage, ldy: &Layout, sw: &CpuStorage, lw: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(self.x, dims4(lw, "conv2d kernel")?, self.stride, self.pad, self.dil).map_err(geom_err)?;
-        let dyd = dims4(ldy, "conv2d output gradient")?;
-        if dyd != [g.n, g.cout, g.oh, g.ow] {
-            bail!("conv2d backward: output gradient {dyd:?} does not match {:?}", [g.n, g.cout, g.oh, g.ow]);
-        }
+        check_output_grad(ldy, &g)?;
         let dy = contiguous::<T>(sdy, ldy)?;
         let w = contiguous::<T>(sw, lw)?;
         let _t = timing::span_with(timing::Kind::ConvBwdData, 2.0 * g.macs(), || format!("{g:?}"));
@@ -147,10 +153,7 @@ pub struct ConvWeights {
 impl ConvWeights {
     fn run<T: Elem>(&self, sx: &CpuStorage, lx: &Layout, sdy: &CpuStorage, ldy: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geom::new(dims4(lx, "conv2d input")?, self.w, self.stride, self.pad, self.dil).map_err(geom_err)?;
-        let dyd = dims4(ldy, "conv2d output gradient")?;
-        if dyd != [g.n, g.cout, g.oh, g.ow] {
-            bail!("conv2d backward: output gradient {dyd:?} does not match {:?}", [g.n, g.cout, g.oh, g.ow]);
-        }
+        check_output_grad(ldy, &g)?;
         let x = contiguous::<T>(sx, lx)?;
         let dy = contiguous::<T>(sdy, ldy)?;
         let _t = timing::span_with(timing::Kind::ConvBwdWeights, 2.0 * g.macs(), || format!("{g:?}"));

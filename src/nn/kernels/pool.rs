@@ -3,10 +3,10 @@
 //! planes in parallel; candle's pool backward re-derives the arg-max from the output with several ops
 //! and scales the gradient wrongly (see `nn::pool`).
 
-use super::{alloc, contiguous, timing, Elem, SharedMut};
+use super::{alloc, by_dtype1, contiguous, timing, Elem, Saved, SharedMut};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// `(n, c, h, w) -> (n, c, oh, ow)`, `oh = (h + 2p − k) / s + 1`, padding never wins.
 #[derive(Debug)]
@@ -15,12 +15,12 @@ pub struct MaxPool {
     pub stride: usize,
     pub pad: usize,
     /// Arg-max (index within its input plane) of every output element, set by the forward pass.
-    indices: Mutex<Option<Arc<Vec<u32>>>>,
+    indices: Saved<Vec<u32>>,
 }
 
 impl MaxPool {
     pub fn new(kernel: usize, stride: usize, pad: usize) -> Self {
-        MaxPool { kernel, stride, pad, indices: Mutex::new(None) }
+        MaxPool { kernel, stride, pad, indices: Saved::default() }
     }
 
     fn out_side(&self, n: usize) -> Result<usize> {
@@ -82,7 +82,7 @@ impl MaxPool {
                 }
             }
         });
-        *self.indices.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(idx));
+        self.indices.set(idx);
         Ok((T::storage(y), Shape::from((n, c, oh, ow))))
     }
 }
@@ -92,15 +92,10 @@ impl CustomOp1 for MaxPool {
         "mammoflow-max-pool"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => self.run::<f32>(s, l),
-            CpuStorage::F64(_) => self.run::<f64>(s, l),
-            _ => bail!("max pool: f32 or f64 tensors"),
-        }
+        by_dtype1("max pool", s, || self.run::<f32>(s, l), || self.run::<f64>(s, l))
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let indices = self.indices.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(indices) = indices else { bail!("max pool backward before its forward") };
+        let indices = self.indices.get("max pool")?;
         let (_, _, h, w) = arg.dims4()?;
         Ok(Some(grad.apply_op1_no_bwd(&MaxPoolBwd { indices, plane: h * w, h, w })?))
     }
@@ -145,10 +140,6 @@ impl CustomOp1 for MaxPoolBwd {
         "mammoflow-max-pool-bwd"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        match s {
-            CpuStorage::F32(_) => self.run::<f32>(s, l),
-            CpuStorage::F64(_) => self.run::<f64>(s, l),
-            _ => bail!("max pool backward: f32 or f64 tensors"),
-        }
+        by_dtype1("max pool backward", s, || self.run::<f32>(s, l), || self.run::<f64>(s, l))
     }
 }
