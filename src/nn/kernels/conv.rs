@@ -136,10 +136,15 @@ impl Geom {
         (lo.min(hi), hi)
     }
 
-    /// Stride-1 convolutions whose padding makes at least a tenth of the taps read zeros take the grid
+    /// Stride-1 convolutions whose padding makes at least a quarter of the taps read zeros take the grid
     /// route ([`Grid`]), which skips every such tap: Dilation10's fc6 (7x7, dilation 4, padding 12 on
     /// 32 x 32) reads zeros with 38 % of its taps, its context layers of dilation 8 and 16 with 31 % and
-    /// 56 %, DeepLabv3's ASPP at rate 12 on 32 x 32 with 44 %.
+    /// 56 %, DeepLabv3's ASPP at rate 12 on 32 x 32 with 44 %. Measured on 4 x 32 x 32 maps, forward /
+    /// backward-data / backward-weights ms, grid against tiles: fc6 (128 -> 1024) 201/207/214 against
+    /// 270/327/290; 3x3 dilation 8 (128 -> 128) 10.1/10.6/11.0 against 11.9/12.4/12.7; dilation 12
+    /// (128 -> 64) 2.6/2.9/2.9 against 3.7/3.3/4.4. Below a quarter the grid's GEMMs (inner dimension
+    /// only the valid kernel columns) lose: DeepLabv3's dilation-4 layers (16 % zeros) 8.5/8.4-9.2/
+    /// 8.8-10.3 against 7.7-8.4/7.3-8.0/8.3-8.7.
     fn grid(&self) -> bool {
         if self.stride != 1 || self.pointwise() || self.taps() < 4 {
             return false;
@@ -150,7 +155,7 @@ impl Geom {
         };
         let vy: usize = (0..self.oh).map(|o| span(o, self.h, self.kh)).sum();
         let vx: usize = (0..self.ow).map(|o| span(o, self.w, self.kw)).sum();
-        10 * vy * vx <= 9 * self.oh * self.kh * self.ow * self.kw
+        4 * vy * vx <= 3 * self.oh * self.kh * self.ow * self.kw
     }
 
     /// The output columns `ox` whose input column `ox·s + off − p` lies inside `[0, w)`, for the tap at
@@ -398,7 +403,10 @@ fn backward_data_as_forward<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Option<Vec<
     // Small maps take the batched col2im route: there the GEMM's inner dimension is the whole batch's
     // pixels, while the flipped convolution's im2col would hold cout·kh·kw rows (fc6: 50,176 x 256,
     // 51 MB, measured 34 GFLOP/s against 130 for the col2im route).
-    if g.stride != 1 || g.kh != g.kw || g.pad > reach || g.pointwise() || g.batched(std::mem::size_of::<T>()) {
+    let elem = std::mem::size_of::<T>();
+    // Nor when one tile of the flipped kernel's im2col would pass 16 MiB (a 7x7 kernel with 1024
+    // outputs: 50,176 rows), far beyond the caches the tiles are sized for.
+    if g.stride != 1 || g.kh != g.kw || g.pad > reach || g.pointwise() || g.batched(elem) || g.cout * g.taps() * MIN_TILE_COLS * elem > 16 << 20 {
         return None;
     }
     let taps = g.taps();
@@ -877,7 +885,7 @@ mod tests {
         // <conv(x), dy> = <x, backward_data(dy)> = <w, backward_weights(x, dy)>: the three routines are
         // adjoint to each other exactly when each is right.
         // Maps under 512 pixels take the batched route, the 40 x 30 ones the tiled route, the dilated
-        // ones with wide padding (a tenth of the taps or more reading zeros) the grid route.
+        // ones with wide padding (a quarter of the taps or more reading zeros) the grid route.
         for (shape, k, s, p, d) in [([2, 3, 24, 24], 7, 1, 12, 4), ([1, 2, 26, 30], 3, 1, 12, 12), ([2, 2, 32, 32], 3, 1, 36, 36),([2, 3, 40, 30], 3, 1, 1, 1), ([1, 2, 41, 30], 3, 2, 1, 1), ([1, 2, 61, 50], 3, 2, 1, 1), ([1, 2, 26, 27], 3, 1, 2, 2), ([2, 3, 30, 40], 1, 1, 0, 1), ([2, 3, 9, 8], 3, 1, 1, 1), ([1, 2, 11, 7], 3, 2, 1, 1), ([2, 4, 13, 12], 3, 1, 4, 4), ([1, 3, 7, 9], 1, 1, 0, 1), ([1, 2, 16, 15], 7, 2, 3, 1), ([3, 5, 6, 6], 2, 2, 0, 1)] {
             let g = Geom::new(shape, [4, shape[1], k, k], s, p, d).unwrap();
             let x = lcg(g.n * g.in_img(), 1);

@@ -73,7 +73,7 @@ fn convolution_matches_candle_and_finite_differences() {
         ([2, 2, 50, 47], 3, 3, 2, 1, 1, true, false),
         ([1, 2, 30, 31], 3, 3, 1, 2, 2, false, true),
         ([1, 3, 24, 23], 2, 1, 1, 0, 1, true, false),
-        // Wide padding with dilation (a tenth of the taps or more read zeros): the grid route (fc6, ASPP).
+        // Wide padding with dilation (a quarter of the taps or more read zeros): the grid route (fc6, ASPP).
         ([2, 2, 24, 24], 3, 7, 1, 12, 4, true, true),
         ([1, 2, 32, 32], 2, 3, 1, 24, 24, false, false),
     ];
