@@ -28,12 +28,19 @@
 //!   conv-shaped products here than the AVX2 kernels candle gets by default. Measured here: 95-110
 //!   GFLOP/s on one thread, 190 on both for large products.
 //! - Figures that shaped the tiling (`bench train-step --layers`, `MAMMOFLOW_KERNEL_TRACE=1` prints
-//!   every call): one-row tiles repacked Dilation10's 25 MB fc6 kernel per 0.4 GFLOP (a third of the
+//!   every call, with its shape): one-row tiles repacked Dilation10's 25 MB fc6 kernel per 0.4 GFLOP (a third of the
 //!   speed), hence at least 512 pixels per GEMM call; maps smaller than that (FCN's 8 x 8 fc6 / fc7)
 //!   run as one GEMM over the batch cut between the threads (fc7: 65 -> 158 GFLOP/s); im2col rows of
 //!   512 or 4,096 floats aliased in the cache (16-channel backward-weights 19-25 -> 87 GFLOP/s with
 //!   padded rows); the flipped-kernel backward-data beats col2im on large maps (its GEMM's inner
 //!   dimension is cout·9 instead of cout) but not on small ones (FCN fc6: 34 vs 135 GFLOP/s).
+//! - Stride-1 convolutions whose padding makes a quarter or more of the taps read zeros (Dilation10's
+//!   fc6 7x7 dilated 4 on 32 x 32: 38 %; its context layers; DeepLabv3's ASPP) take the grid route
+//!   (`conv::Grid`): one GEMM per (kernel row, region of output columns that read the same kernel
+//!   columns) over exactly the taps that read data, on a map reordered so each pair's pixels are
+//!   contiguous. fc6 forward / backward-data / backward-weights: 201 / 207 / 214 ms against 270 / 327 /
+//!   290 on tiles, 77 % of the time in gemm's micro-kernel at its peak; kernel-row bands alone (the
+//!   route it replaced) skipped only 21 % of the taps.
 //! - Elementwise work is branchless: ReLU masks of random data made every branch a coin toss
 //!   (GroupNorm's backward took 13 ns per element; now about 1).
 //!
