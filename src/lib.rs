@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod gc;
 pub mod hash;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod phantom_anatomy;
