@@ -133,17 +133,6 @@ pub struct Metrics {
     pub pixels: u64,
 }
 
-/// The study's class weights for the cross-entropy: a class that is `x` % of the training labels gets
-/// `1 − x/100`. `pixels[c]` are the class's pixels in the training fold only (ignore label excluded).
-/// All-zero counts (no labelled training pixel) give equal weights of 1.
-pub fn class_weights(pixels: &[u64]) -> Vec<f64> {
-    let total: u64 = pixels.iter().sum();
-    if total == 0 {
-        return vec![1.0; pixels.len()];
-    }
-    pixels.iter().map(|&n| 1.0 - n as f64 / total as f64).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,15 +208,5 @@ mod tests {
         assert!(a.merge(&Confusion::new(2)).is_err());
         let empty = Confusion::new(3).metrics();
         assert_eq!((empty.pixel_accuracy, empty.mean_iou, empty.mean_class_accuracy), (None, None, None));
-    }
-
-    #[test]
-    fn class_weights_follow_the_study() {
-        // 70 % / 20 % / 10 % of the training pixels -> 0.3, 0.8, 0.9.
-        let w = class_weights(&[700, 200, 100]);
-        for (a, b) in w.iter().zip([0.3, 0.8, 0.9]) {
-            assert!((a - b).abs() < 1e-12, "{w:?}");
-        }
-        assert_eq!(class_weights(&[0, 0]), vec![1.0, 1.0]);
     }
 }
