@@ -24,6 +24,7 @@ pub mod run;
 pub mod stages;
 pub mod store;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use pipeline::{LoadOptions, Pipeline};

@@ -58,6 +58,19 @@ impl SgdMomentum {
         Ok(())
     }
 
+    /// The momentum buffers, in the order of the variables given to [`new`](Self::new) (`None` before a
+    /// variable's first update): with the variables, what a resumed training needs.
+    pub fn buffers(&self) -> Vec<Option<Tensor>> {
+        self.vars.iter().map(|(_, b)| b.clone()).collect()
+    }
+
+    /// Restores [`buffers`](Self::buffers) (same order); missing entries stay empty.
+    pub fn set_buffers(&mut self, buffers: Vec<Option<Tensor>>) {
+        for ((_, b), v) in self.vars.iter_mut().zip(buffers) {
+            *b = v;
+        }
+    }
+
     /// `loss.backward()` then [`step`](Self::step).
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<()> {
         let grads = loss.backward()?;

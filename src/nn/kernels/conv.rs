@@ -434,11 +434,16 @@ pub fn backward_weights<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let k = g.k();
     let rows = g.weight_tile_rows(std::mem::size_of::<T>());
     let len = g.cout * k;
-    let acc = tiles(g, rows)
-        .into_par_iter()
-        .fold(
-            || vec![T::ZERO; len],
-            |mut dw, (i, r0, r1)| {
+    // A fixed number of accumulators over fixed runs of tiles, summed in order: the result does not
+    // depend on how rayon steals work, so a training is bit-for-bit repeatable (a resumed one ends
+    // where an uninterrupted one does). rayon's fold/reduce split at run time.
+    let all = tiles(g, rows);
+    let groups = (2 * threads()).min(all.len()).max(1);
+    let per = all.len().div_ceil(groups);
+    let acc = all
+        .par_chunks(per)
+        .map(|run| {
+            run.iter().fold(vec![T::ZERO; len], |mut dw, &(i, r0, r1)| {
                 let cols = (r1 - r0) * g.ow;
                 let xi = &x[i * g.in_img()..(i + 1) * g.in_img()];
                 let dyt = unsafe { dy.as_ptr().add(i * g.out_img() + r0 * g.ow) };
@@ -453,13 +458,15 @@ pub fn backward_weights<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
                     });
                 }
                 dw
-            },
-        )
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(p, q)| *p += *q);
-            a
-        });
-    acc.unwrap_or_else(|| vec![T::ZERO; len])
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut parts = acc.into_iter();
+    let mut dw = parts.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for p in parts {
+        dw.iter_mut().zip(&p).for_each(|(a, b)| *a += *b);
+    }
+    dw
 }
 
 /// The im2col matrix of every image side by side: `K x (n · oh · ow)`.

@@ -5,7 +5,6 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Elements per parallel chunk: large enough that a task outweighs its scheduling, small enough that
@@ -88,13 +87,16 @@ pub fn add_channel_bias<T: Elem>(z: &mut [T], b: &[T], plane: usize) {
 }
 
 
-static DROPOUT_SEED: AtomicU64 = AtomicU64::new(0x05EE_DD50);
-static DROPOUT_CALLS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    // Per thread: a forward pass runs on its caller's thread, and two trainings in one process (two
+    // pipeline workers, or parallel tests) must not draw from each other's sequence.
+    static DROPOUT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0x05EE_DD50, 0)) };
+}
 
-/// Seeds our dropout masks (and restarts their sequence), so a seeded training run drops the same units.
+/// Seeds this thread's dropout masks (and restarts their sequence), so a seeded training run drops the
+/// same units.
 pub fn set_dropout_seed(seed: u64) {
-    DROPOUT_SEED.store(seed, Ordering::Relaxed);
-    DROPOUT_CALLS.store(0, Ordering::Relaxed);
+    DROPOUT.with(|d| d.set((seed, 0)));
 }
 
 /// Dropout in one pass: a keep-mask drawn per chunk from a seed (call number, chunk), so it is the
@@ -114,8 +116,12 @@ impl Dropout {
     fn run<T: Elem>(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous::<T>(s, l)?;
         let _t = timing::span(timing::Kind::Elementwise, 0.0);
-        let call = DROPOUT_CALLS.fetch_add(1, Ordering::Relaxed);
-        let seed = DROPOUT_SEED.load(Ordering::Relaxed) ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let (base, call) = DROPOUT.with(|d| {
+            let (base, call) = d.get();
+            d.set((base, call + 1));
+            (base, call)
+        });
+        let seed = base ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // 16 random bits per element (four from each 64-bit draw): p is honoured to 1/65536.
         let threshold = (self.p * 65536.0).round() as u64;
         let scale = T::from_f64(1.0 / (1.0 - self.p));
