@@ -21,6 +21,7 @@ mod phantom;
 pub mod png;
 pub mod subject;
 mod split;
+mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,9 +41,10 @@ pub use ingest_png::IngestPng;
 pub use merge_masks::MergeMasks;
 pub use phantom::PhantomStage;
 pub use split::Split;
+pub use train::Train;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet", "train"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -269,6 +271,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "balanced-crop" => Arc::new(BalancedCrop::new(parse_params(params)?, ctx)?),
         "contact-sheet" => Arc::new(ContactSheet::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
+        "train" => Arc::new(Train::new(parse_params(params)?, ctx)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })
 }

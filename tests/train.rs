@@ -1,0 +1,101 @@
+//! The `train` stage in a pipeline: phantom -> ingest -> merge -> split (train / val / test) and
+//! balanced crops -> train. It trains, stores its checkpoints and log, reads no crop of a test subject,
+//! and a rerun computes nothing.
+
+mod util;
+
+use std::path::Path;
+
+use mammoflow::stages::MetaValue;
+use polars::prelude::SerReader;
+use util::*;
+
+fn pipeline(dir: &Path, epochs: usize) -> std::path::PathBuf {
+    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    write_pipeline(
+        dir,
+        "t.toml",
+        &format!(
+            r#"[pipeline]
+name = "t"
+workspace = "ws"
+seed = 11
+
+[[stage]]
+id = "phantom"
+kind = "phantom"
+params = {{ count = 8, width = 160, height = 192 }}
+
+[[stage]]
+id = "ingest"
+kind = "ingest-png"
+inputs = ["phantom"]
+params = {{ regions = ["mammary_gland", "pectoral_muscle", "nipple", "mass", "calcification", "text", "lymph_node"] }}
+
+[[stage]]
+id = "merge"
+kind = "merge-masks"
+inputs = ["ingest"]
+params = {{ classes = "{0}" }}
+
+[[stage]]
+id = "split"
+kind = "split"
+inputs = ["merge"]
+params = {{ train = 0.5, val = 0.25 }}
+
+[[stage]]
+id = "crop"
+kind = "balanced-crop"
+inputs = ["merge"]
+params = {{ classes = "{0}", sizes = [80], per_image = 2 }}
+
+[[stage]]
+id = "train"
+kind = "train"
+inputs = ["crop", "split"]
+params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = {1}, batch = 4, lr = 0.01, patience = 0 }}
+"#,
+            classes.display(),
+            epochs
+        ),
+    )
+}
+
+fn int(m: &MetaValue) -> i64 {
+    match m {
+        MetaValue::Int(v) => *v,
+        other => panic!("not an int: {other:?}"),
+    }
+}
+
+#[test]
+fn train_stage_trains_on_the_train_fold_stores_checkpoints_and_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), 2);
+    let r = run_json(&p, &[]);
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(stage(&r, "train")["computed"], 1);
+    let ws = dir.path().join("ws");
+    let rows = manifest_rows(&ws, "train");
+    assert_eq!(rows.len(), 1);
+    let m = &rows[0].meta;
+    assert_eq!(int(&m["epochs"]), 2);
+    // 8 women: 4 train, 2 val, 2 test; 2 crops each. The test fold's crops are not read.
+    assert_eq!((int(&m["train_images"]), int(&m["val_images"])), (8, 4), "{m:?}");
+    let split = &manifest_rows(&ws, "split")[0].meta;
+    assert_eq!((int(&split["subjects_train"]), int(&split["subjects_val"]), int(&split["subjects_test"])), (4, 2, 2));
+    // Checkpoints name their network; the log has one row per epoch.
+    let best = rows[0].outputs.iter().find(|o| o.role == "best").expect("a best checkpoint");
+    let bytes = std::fs::read(ws.join(&best.file)).unwrap();
+    let spec = mammoflow::train::checkpoint_spec(&bytes).unwrap();
+    assert_eq!((spec.arch.name(), spec.classes), ("deeplabv3", 8));
+    let log = rows[0].outputs.iter().find(|o| o.role == "log").unwrap();
+    let df = polars::prelude::ParquetReader::new(std::fs::File::open(ws.join(&log.file)).unwrap()).finish().unwrap();
+    assert_eq!(df.height(), 2);
+    assert!(df.column("train_loss").unwrap().f64().unwrap().iter().all(|v| v.is_some_and(f64::is_finite)));
+    // Nothing left in the resume folder once stored; a rerun computes nothing.
+    assert!(std::fs::read_dir(ws.join("state/train")).map(|d| d.count() == 0).unwrap_or(true));
+    let again = run_json(&p, &[]);
+    assert_eq!(again["computed"], 0, "{again}");
+}
