@@ -20,6 +20,7 @@ pub mod nn;
 pub mod phantom_anatomy;
 pub mod pipeline;
 pub mod plan;
+pub mod predict;
 pub mod run;
 pub mod stages;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `train` stage in a pipeline: phantom -> ingest -> merge -> split (train / val / test) and
-//! balanced crops -> train. It trains, stores its checkpoints and log, reads no crop of a test subject,
-//! and a rerun computes nothing.
+//! balanced crops -> train -> evaluate. It trains, stores its checkpoints and log, reads no crop of a
+//! test subject, scores every whole image, and a rerun computes nothing; changing an evaluation param
+//! re-scores without retraining.
 
 mod util;
 
@@ -55,6 +56,12 @@ id = "train"
 kind = "train"
 inputs = ["crop", "split"]
 params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = {1}, batch = 4, lr = 0.01, patience = 0 }}
+
+[[stage]]
+id = "eval"
+kind = "evaluate"
+inputs = ["merge", "train"]
+params = {{ overlap = 16 }}
 "#,
             classes.display(),
             epochs
@@ -98,4 +105,30 @@ fn train_stage_trains_on_the_train_fold_stores_checkpoints_and_is_cached() {
     assert!(std::fs::read_dir(ws.join("state/train")).map(|d| d.count() == 0).unwrap_or(true));
     let again = run_json(&p, &[]);
     assert_eq!(again["computed"], 0, "{again}");
+}
+
+#[test]
+fn evaluation_scores_every_image_and_its_params_never_retrain() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), 1);
+    let r = run_json(&p, &[]);
+    assert_eq!(r["failed"], 0, "{r}");
+    let ws = dir.path().join("ws");
+    let rows = manifest_rows(&ws, "eval");
+    assert_eq!(rows.len(), 8);
+    let mut total = mammoflow::metrics::Confusion::new(8);
+    for row in &rows {
+        assert!(matches!(row.meta.get("subject"), Some(MetaValue::Str(_))), "{:?}", row.meta);
+        let f = row.outputs.iter().find(|o| o.role == "confusion").unwrap();
+        let c: mammoflow::stages::evaluate::StoredConfusion = serde_json::from_slice(&std::fs::read(ws.join(&f.file)).unwrap()).unwrap();
+        let c = mammoflow::metrics::Confusion::from_rows(&c.rows).unwrap();
+        // Every pixel of the 160 x 192 image is scored.
+        assert_eq!(c.metrics().pixels, 160 * 192);
+        total.merge(&c).unwrap();
+    }
+    assert!(total.metrics().pixel_accuracy.is_some_and(|v| (0.0..=1.0).contains(&v)));
+    let r = run_json(&p, &["--set", "eval.overlap=8"]);
+    assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
+    let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);
+    assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
 }

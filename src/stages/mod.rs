@@ -12,6 +12,7 @@ mod augment;
 mod balanced_crop;
 mod center_crop;
 mod contact_sheet;
+pub mod evaluate;
 mod ingest_cityscapes;
 mod ingest_dicom;
 mod ingest_png;
@@ -35,6 +36,7 @@ pub use augment::Augment;
 pub use balanced_crop::BalancedCrop;
 pub use center_crop::CenterCrop;
 pub use contact_sheet::ContactSheet;
+pub use evaluate::Evaluate;
 pub use ingest_cityscapes::IngestCityscapes;
 pub use ingest_dicom::IngestDicom;
 pub use ingest_png::IngestPng;
@@ -44,7 +46,7 @@ pub use split::Split;
 pub use train::Train;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet", "train"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet", "train", "evaluate"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -272,6 +274,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "contact-sheet" => Arc::new(ContactSheet::new(parse_params(params)?, ctx)?),
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         "train" => Arc::new(Train::new(parse_params(params)?, ctx)?),
+        "evaluate" => Arc::new(Evaluate::new(parse_params(params)?, ctx)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })
 }
