@@ -12,6 +12,7 @@ pub mod cli;
 pub mod dicom;
 pub mod error;
 pub mod exec;
+pub mod export;
 pub mod gc;
 pub mod hash;
 pub mod metrics;

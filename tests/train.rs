@@ -127,6 +127,25 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
         total.merge(&c).unwrap();
     }
     assert!(total.metrics().pixel_accuracy.is_some_and(|v| (0.0..=1.0).contains(&v)));
+    // export: one metrics row per fold (4 / 2 / 2 women), one row per image, the epoch log.
+    let out = dir.path().join("tables");
+    let e = last_json(&run_ok(&["export", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]));
+    assert_eq!(e["rows"], serde_json::json!({"metrics": 3, "per_class": 24, "per_image": 8, "training_log": 1}), "{e}");
+    let metrics = polars::prelude::ParquetReader::new(std::fs::File::open(out.join("metrics.parquet")).unwrap()).finish().unwrap();
+    let folds: Vec<String> = metrics.column("fold").unwrap().str().unwrap().iter().map(|v| v.unwrap().to_string()).collect();
+    assert_eq!(folds, vec!["test", "train", "val"]);
+    let images: Vec<u64> = metrics.column("images").unwrap().u64().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(images, vec![2, 4, 2]);
+    for col in ["mean_iou", "pixel_accuracy", "mean_class_accuracy", "iou_background", "dice_mammary_gland", "train_key", "eval_keys"] {
+        assert!(metrics.column(col).is_ok(), "metrics.parquet lacks {col}");
+    }
+    // The pixels of all folds add up to the summed matrix of every image.
+    let px: u64 = metrics.column("pixels").unwrap().u64().unwrap().iter().map(|v| v.unwrap()).sum();
+    assert_eq!(px, total.metrics().pixels);
+    // report: the test fold beside the paper's row for the same network.
+    let r = last_json(&run_ok(&["report", p.to_str().unwrap(), "--json"]));
+    assert_eq!((r["fold"].as_str(), r["models"][0]["model"].as_str(), r["models"][0]["images"].as_u64()), (Some("test"), Some("deeplabv3"), Some(2)), "{r}");
+    assert_eq!(r["models"][0]["paper"]["mean_iou"], 51.34);
     let r = run_json(&p, &["--set", "eval.overlap=8"]);
     assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);

@@ -31,6 +31,36 @@ pub enum Command {
     Bench(BenchArgs),
     /// Inspect the networks (`model summary NAME`).
     Model(ModelArgs),
+    /// Write the study's tables (metrics, per_class, per_image, training_log) as Parquet into --out.
+    Export(ExportArgs),
+    /// Print every trained model's figures beside the paper's Table 10 row for the same network.
+    Report(ReportArgs),
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// Folder for the Parquet files (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print a JSON object (the files written, rows per table) as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// The fold to report (default: `test` when the split has one, else `val`).
+    #[arg(long, value_name = "FOLD")]
+    pub fold: Option<String>,
+    /// Print a JSON object (one entry per model) as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments every command that takes a pipeline accepts.

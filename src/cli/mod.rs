@@ -4,6 +4,7 @@
 mod args;
 mod bench_cmd;
 mod dag;
+mod export_cmd;
 mod model_cmd;
 mod run_cmd;
 mod status_cmd;
@@ -45,6 +46,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(a) => bench_cmd::bench(a),
         Command::Model(a) => model_cmd::model(a),
+        Command::Export(a) => export_cmd::export(a),
+        Command::Report(a) => export_cmd::report(a),
     }
 }
 

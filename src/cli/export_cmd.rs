@@ -1,0 +1,51 @@
+//! `mammoflow export` and `mammoflow report`: the study's tables and its comparison with the paper.
+
+use super::args::{ExportArgs, ReportArgs};
+use crate::export;
+
+pub(crate) fn export(a: ExportArgs) -> anyhow::Result<i32> {
+    let p = super::load(&a.common)?;
+    let mut t = export::tables(&p)?;
+    let rows = [t.metrics.height(), t.per_class.height(), t.per_image.height(), t.training_log.height()];
+    let files = export::write(&mut t, &a.out)?;
+    for (f, n) in files.iter().zip(rows) {
+        println!("wrote {} ({n} rows)", f.display());
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+            "rows": { "metrics": rows[0], "per_class": rows[1], "per_image": rows[2], "training_log": rows[3] },
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    }
+    Ok(0)
+}
+
+pub(crate) fn report(a: ReportArgs) -> anyhow::Result<i32> {
+    let p = super::load(&a.common)?;
+    let scores = export::scores(&p)?;
+    anyhow::ensure!(!scores.is_empty(), "no evaluated model in {} (add `train` and `evaluate` stages, then `mammoflow run`)", p.path.display());
+    let fold = a.fold.clone().unwrap_or_else(|| if scores.iter().any(|s| s.fold == "test") { "test".into() } else { "val".into() });
+    let chosen: Vec<_> = scores.iter().filter(|s| s.fold == fold).collect();
+    anyhow::ensure!(!chosen.is_empty(), "no evaluated images in fold `{fold}` (folds present: {:?})", scores.iter().map(|s| s.fold.as_str()).collect::<std::collections::BTreeSet<_>>());
+    println!("{} -- fold `{fold}`, figures in %; the paper's columns are its Table 10 on a different, private mammogram set", p.name);
+    println!("{:<20} {:<20} {:>6} {:>7} {:>7} {:>7}   {:>8} {:>8} {:>8}", "model", "stage", "images", "PA", "mIoU", "MCA", "paper PA", "mIoU", "MCA");
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.2}", 100.0 * x));
+    let mut json = Vec::new();
+    for s in &chosen {
+        let m = s.confusion.metrics();
+        let paper = export::paper_row(&s.model);
+        let pp = |i: usize| paper.map_or("-".to_string(), |r| format!("{:.2}", r[i]));
+        println!("{:<20} {:<20} {:>6} {:>7} {:>7} {:>7}   {:>8} {:>8} {:>8}", s.model, s.eval_stage, s.images, pct(m.pixel_accuracy), pct(m.mean_iou), pct(m.mean_class_accuracy), pp(0), pp(1), pp(2));
+        json.push(serde_json::json!({
+            "model": s.model, "eval_stage": s.eval_stage, "train_stage": s.train_stage, "fold": s.fold, "images": s.images,
+            "pixel_accuracy": m.pixel_accuracy, "mean_iou": m.mean_iou, "mean_class_accuracy": m.mean_class_accuracy,
+            "iou": s.class_names.iter().zip(&m.iou).map(|(n, v)| (n.clone(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            "paper": paper.map(|r| serde_json::json!({"pixel_accuracy": r[0], "mean_iou": r[1], "mean_class_accuracy": r[2]})),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json }))?);
+    }
+    Ok(0)
+}

@@ -1,0 +1,319 @@
+//! The study's tables from a pipeline's manifests: `metrics` (one row per model x fold), `per_class`,
+//! `per_image` and `training_log`, as polars frames written to Parquet.
+//!
+//! Every `evaluate` stage is a model: its `train` input says which network and checkpoint, the `split`
+//! stage behind that training says each subject's fold. A fold's figures come from the sum of its
+//! images' confusion matrices ([`crate::metrics`]). Each metrics row names the training item's key and
+//! a hash of the evaluation items' keys it summed, so a figure joins back to the exact data and code
+//! that produced it. Subjects appear only as the pseudonyms ingest made (keyed hashes), never as
+//! patient IDs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use crate::classes::ClassTable;
+use crate::metrics::Confusion;
+use crate::pipeline::{Pipeline, StageDef};
+use crate::stages::evaluate::StoredConfusion;
+use crate::stages::MetaValue;
+use crate::store::manifest;
+use crate::store::record::{Record, Status};
+
+/// The four tables.
+pub struct Tables {
+    /// One row per (evaluate stage, fold).
+    pub metrics: DataFrame,
+    /// One row per (evaluate stage, fold, class).
+    pub per_class: DataFrame,
+    /// One row per evaluated image.
+    pub per_image: DataFrame,
+    /// Every training's epochs.
+    pub training_log: DataFrame,
+}
+
+/// One model's figures on one fold, before they become rows.
+#[derive(Debug, Clone)]
+pub struct FoldScore {
+    /// The evaluate stage.
+    pub eval_stage: String,
+    /// The train stage behind it.
+    pub train_stage: String,
+    /// Network name.
+    pub model: String,
+    /// `train`, `val`, `test`, `fold0`.. or `unassigned`.
+    pub fold: String,
+    /// Images summed.
+    pub images: usize,
+    /// The summed matrix.
+    pub confusion: Confusion,
+    /// Key of the training item.
+    pub train_key: String,
+    /// BLAKE3 of the sorted keys of the evaluation items summed.
+    pub eval_keys: String,
+    /// Class names by id (`class<id>` where the table has no such id).
+    pub class_names: Vec<String>,
+}
+
+fn err(m: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Execution(m.to_string())
+}
+
+fn records(p: &Pipeline, stage: &str) -> crate::Result<Vec<Record>> {
+    let path = p.workspace.join("manifests").join(format!("{stage}.parquet"));
+    if !path.exists() {
+        return Err(err(format!("stage `{stage}` has not run yet (no {}): `mammoflow run {}` first", path.display(), p.path.display())));
+    }
+    manifest::read(&path)
+}
+
+fn output(p: &Pipeline, r: &Record, role: &str) -> Option<PathBuf> {
+    r.outputs.iter().find(|o| o.role == role).map(|o| p.workspace.join(&o.file))
+}
+
+fn stage<'a>(p: &'a Pipeline, id: &str) -> crate::Result<&'a StageDef> {
+    p.stages.iter().find(|s| s.id == id).ok_or_else(|| err(format!("no stage `{id}`")))
+}
+
+/// subject -> fold from a `split` stage's assignment.
+fn folds(p: &Pipeline, split: &str) -> crate::Result<HashMap<String, String>> {
+    let recs = records(p, split)?;
+    let r = recs.iter().find(|r| r.status == Status::Ok).ok_or_else(|| err(format!("split `{split}` has no assignment")))?;
+    let path = output(p, r, "assignment").ok_or_else(|| err("the assignment has no file"))?;
+    let df = ParquetReader::new(std::fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?).finish().map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let col = |n: &str| -> crate::Result<Vec<String>> { Ok(df.column(n).map_err(err)?.str().map_err(err)?.iter().map(|o| o.unwrap_or_default().to_string()).collect()) };
+    Ok(col("subject")?.into_iter().zip(col("fold")?).collect())
+}
+
+/// Every model's figures per fold.
+pub fn scores(p: &Pipeline) -> crate::Result<Vec<FoldScore>> {
+    let mut out = Vec::new();
+    for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
+        let t = stage(p, &e.inputs[1])?;
+        let split = stage(p, &t.inputs[1])?;
+        let folds = folds(p, &split.id)?;
+        let tparams = t.stage.params();
+        let model = model_name(&tparams);
+        let table: Option<ClassTable> = serde_json::from_value(tparams["table"].clone()).ok();
+        let train_key = records(p, &t.id)?.into_iter().find(|r| r.status == Status::Ok).map(|r| r.key).unwrap_or_default();
+        let mut by_fold: BTreeMap<String, (Option<Confusion>, Vec<String>)> = BTreeMap::new();
+        for r in records(p, &e.id)?.into_iter().filter(|r| r.status == Status::Ok) {
+            let subject = match r.meta.get("subject") {
+                Some(MetaValue::Str(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let fold = folds.get(&subject).cloned().unwrap_or_else(|| "unassigned".into());
+            let c = read_confusion(p, &r)?;
+            let entry = by_fold.entry(fold).or_insert((None, Vec::new()));
+            match &mut entry.0 {
+                Some(sum) => sum.merge(&c).map_err(err)?,
+                None => entry.0 = Some(c),
+            }
+            entry.1.push(r.key);
+        }
+        for (fold, (c, mut keys)) in by_fold {
+            let Some(confusion) = c else { continue };
+            keys.sort();
+            let class_names = (0..confusion.classes())
+                .map(|id| table.as_ref().and_then(|t| t.classes.iter().find(|c| c.id as usize == id)).map_or_else(|| format!("class{id}"), |c| c.name.clone()))
+                .collect();
+            out.push(FoldScore {
+                eval_stage: e.id.clone(),
+                train_stage: t.id.clone(),
+                model: model.clone(),
+                fold,
+                images: keys.len(),
+                confusion,
+                train_key: train_key.clone(),
+                eval_keys: blake3::hash(keys.join("\n").as_bytes()).to_hex().to_string(),
+                class_names,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The network name of a train stage's params.
+fn model_name(params: &serde_json::Value) -> String {
+    serde_json::from_value::<crate::models::ModelSpec>(params["model"].clone()).map_or_else(|_| "?".into(), |s| s.arch.name().to_string())
+}
+
+fn read_confusion(p: &Pipeline, r: &Record) -> crate::Result<Confusion> {
+    let path = output(p, r, "confusion").ok_or_else(|| err(format!("evaluation item {} has no confusion matrix", r.item_id)))?;
+    let bytes = std::fs::read(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    let s: StoredConfusion = serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
+    Confusion::from_rows(&s.rows).map_err(|e| err(format!("{}: {e}", path.display())))
+}
+
+/// Builds the four tables of a pipeline whose evaluate stages have run.
+pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
+    let scores = scores(p)?;
+    let pe = |e: PolarsError| err(format!("building a table: {e}"));
+    let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
+    // metrics: fixed columns, then iou_/dice_ per class of the widest table.
+    let mut cols: Vec<Column> = vec![
+        Column::new("pipeline".into(), scores.iter().map(|_| p.name.clone()).collect::<Vec<_>>()),
+        Column::new("model".into(), scores.iter().map(|s| s.model.clone()).collect::<Vec<_>>()),
+        Column::new("train_stage".into(), scores.iter().map(|s| s.train_stage.clone()).collect::<Vec<_>>()),
+        Column::new("eval_stage".into(), scores.iter().map(|s| s.eval_stage.clone()).collect::<Vec<_>>()),
+        Column::new("fold".into(), scores.iter().map(|s| s.fold.clone()).collect::<Vec<_>>()),
+        Column::new("images".into(), scores.iter().map(|s| s.images as u64).collect::<Vec<_>>()),
+        Column::new("pixels".into(), scores.iter().map(|s| s.confusion.metrics().pixels).collect::<Vec<_>>()),
+        Column::new("pixel_accuracy".into(), scores.iter().map(|s| opt(s.confusion.metrics().pixel_accuracy)).collect::<Vec<_>>()),
+        Column::new("mean_iou".into(), scores.iter().map(|s| opt(s.confusion.metrics().mean_iou)).collect::<Vec<_>>()),
+        Column::new("mean_class_accuracy".into(), scores.iter().map(|s| opt(s.confusion.metrics().mean_class_accuracy)).collect::<Vec<_>>()),
+        Column::new("train_key".into(), scores.iter().map(|s| s.train_key.clone()).collect::<Vec<_>>()),
+        Column::new("eval_keys".into(), scores.iter().map(|s| s.eval_keys.clone()).collect::<Vec<_>>()),
+    ];
+    let mut names: Vec<String> = Vec::new();
+    for s in &scores {
+        for n in &s.class_names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    for (prefix, pick) in [("iou_", 0usize), ("dice_", 1)] {
+        for n in &names {
+            let v: Vec<f64> = scores
+                .iter()
+                .map(|s| {
+                    let m = s.confusion.metrics();
+                    s.class_names.iter().position(|c| c == n).and_then(|i| if pick == 0 { m.iou[i] } else { m.dice[i] }).unwrap_or(f64::NAN)
+                })
+                .collect();
+            cols.push(Column::new(format!("{prefix}{n}").into(), v));
+        }
+    }
+    let metrics = DataFrame::new(scores.len(), cols).map_err(pe)?;
+
+    let mut pc: (Vec<String>, Vec<String>, Vec<String>, Vec<u32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>, Vec<u64>) = Default::default();
+    for s in &scores {
+        let m = s.confusion.metrics();
+        let k = s.confusion.classes();
+        for i in 0..k {
+            pc.0.push(s.eval_stage.clone());
+            pc.1.push(s.fold.clone());
+            pc.2.push(s.class_names[i].clone());
+            pc.3.push(i as u32);
+            pc.4.push(opt(m.iou[i]));
+            pc.5.push(opt(m.dice[i]));
+            pc.6.push(opt(m.class_accuracy[i]));
+            pc.7.push((0..k).map(|j| s.confusion.get(i, j)).sum());
+            pc.8.push((0..k).map(|j| s.confusion.get(j, i)).sum());
+        }
+    }
+    let n = pc.0.len();
+    let per_class = DataFrame::new(
+        n,
+        vec![
+            Column::new("eval_stage".into(), pc.0),
+            Column::new("fold".into(), pc.1),
+            Column::new("class".into(), pc.2),
+            Column::new("class_id".into(), pc.3),
+            Column::new("iou".into(), pc.4),
+            Column::new("dice".into(), pc.5),
+            Column::new("accuracy".into(), pc.6),
+            Column::new("truth_pixels".into(), pc.7),
+            Column::new("predicted_pixels".into(), pc.8),
+        ],
+    )
+    .map_err(pe)?;
+
+    let (mut es, mut items, mut subjects, mut fs, mut pa, mut miou, mut px, mut keys) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
+        let t = stage(p, &e.inputs[1])?;
+        let folds = folds(p, &stage(p, &t.inputs[1])?.id)?;
+        for r in records(p, &e.id)?.into_iter().filter(|r| r.status == Status::Ok) {
+            let subject = match r.meta.get("subject") {
+                Some(MetaValue::Str(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let f = |k: &str| match r.meta.get(k) {
+                Some(MetaValue::Float(v)) => *v,
+                Some(MetaValue::Int(v)) => *v as f64,
+                _ => f64::NAN,
+            };
+            es.push(e.id.clone());
+            fs.push(folds.get(&subject).cloned().unwrap_or_else(|| "unassigned".into()));
+            subjects.push(subject);
+            items.push(r.item_id.clone());
+            pa.push(f("pixel_accuracy"));
+            miou.push(f("mean_iou"));
+            px.push(f("pixels") as u64);
+            keys.push(r.key.clone());
+        }
+    }
+    let n = es.len();
+    let per_image = DataFrame::new(
+        n,
+        vec![
+            Column::new("eval_stage".into(), es),
+            Column::new("item".into(), items),
+            Column::new("subject".into(), subjects),
+            Column::new("fold".into(), fs),
+            Column::new("pixels".into(), px),
+            Column::new("pixel_accuracy".into(), pa),
+            Column::new("mean_iou".into(), miou),
+            Column::new("key".into(), keys),
+        ],
+    )
+    .map_err(pe)?;
+
+    let mut logs: Vec<DataFrame> = Vec::new();
+    for t in p.stages.iter().filter(|s| s.kind == "train") {
+        let Ok(recs) = records(p, &t.id) else { continue };
+        for r in recs.into_iter().filter(|r| r.status == Status::Ok) {
+            let Some(path) = output(p, &r, "log") else { continue };
+            let df = ParquetReader::new(std::fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?).finish().map_err(pe)?;
+            let h = df.height();
+            let model = model_name(&t.stage.params());
+            let mut df = df;
+            df.insert_column(0, Column::new("model".into(), vec![model; h])).map_err(pe)?;
+            df.insert_column(0, Column::new("train_stage".into(), vec![t.id.clone(); h])).map_err(pe)?;
+            logs.push(df);
+        }
+    }
+    let training_log = match logs.split_first() {
+        Some((first, rest)) => {
+            let mut all = first.clone();
+            for d in rest {
+                all.vstack_mut(d).map_err(pe)?;
+            }
+            all
+        }
+        None => DataFrame::empty(),
+    };
+    Ok(Tables { metrics, per_class, per_image, training_log })
+}
+
+/// Writes the tables as `metrics.parquet`, `per_class.parquet`, `per_image.parquet` and
+/// `training_log.parquet` into `dir`; returns the paths.
+pub fn write(t: &mut Tables, dir: &Path) -> crate::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
+    let mut out = Vec::new();
+    for (name, df) in [("metrics", &mut t.metrics), ("per_class", &mut t.per_class), ("per_image", &mut t.per_image), ("training_log", &mut t.training_log)] {
+        let path = dir.join(format!("{name}.parquet"));
+        let bytes = manifest::parquet_bytes(df).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, bytes).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// The paper's Table 10, mammogram columns (%): pixel accuracy, mean IoU, mean class accuracy, by
+/// network name. A different (private) data set: shown beside ours, never as the same thing.
+pub fn paper_row(model: &str) -> Option<[f64; 3]> {
+    Some(match model {
+        "fcn32" => [80.37, 40.06, 49.20],
+        "fcn16" => [78.90, 41.75, 53.13],
+        "fcn8" => [78.17, 45.12, 57.03],
+        "unet" => [80.49, 43.47, 53.78],
+        "dilation10-front" => [93.03, 47.65, 60.74],
+        "dilation10-context" => [93.46, 50.26, 64.39],
+        "dilation10-global" => [93.69, 57.91, 67.97],
+        "deeplabv3" => [92.17, 51.34, 62.01],
+        _ => return None,
+    })
+}
