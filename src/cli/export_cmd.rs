@@ -23,9 +23,18 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<i32> {
 
 pub(crate) fn report(a: ReportArgs) -> anyhow::Result<i32> {
     let p = super::load(&a.common)?;
-    let scores = export::scores(&p)?;
+    let json = table(&p, a.fold.as_deref())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&json)?);
+    }
+    Ok(0)
+}
+
+/// Prints the comparison table of one fold (default `test`, else `val`); returns it as JSON.
+pub(crate) fn table(p: &crate::Pipeline, fold: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let scores = export::scores(p)?;
     anyhow::ensure!(!scores.is_empty(), "no evaluated model in {} (add `train` and `evaluate` stages, then `mammoflow run`)", p.path.display());
-    let fold = a.fold.clone().unwrap_or_else(|| if scores.iter().any(|s| s.fold == "test") { "test".into() } else { "val".into() });
+    let fold = fold.map(str::to_string).unwrap_or_else(|| if scores.iter().any(|s| s.fold == "test") { "test".into() } else { "val".into() });
     let chosen: Vec<_> = scores.iter().filter(|s| s.fold == fold).collect();
     anyhow::ensure!(!chosen.is_empty(), "no evaluated images in fold `{fold}` (folds present: {:?})", scores.iter().map(|s| s.fold.as_str()).collect::<std::collections::BTreeSet<_>>());
     println!("{} -- fold `{fold}`, figures in %; the paper's columns are its Table 10 on a different, private mammogram set", p.name);
@@ -44,8 +53,5 @@ pub(crate) fn report(a: ReportArgs) -> anyhow::Result<i32> {
             "paper": paper.map(|r| serde_json::json!({"pixel_accuracy": r[0], "mean_iou": r[1], "mean_class_accuracy": r[2]})),
         }));
     }
-    if a.json {
-        println!("{}", serde_json::to_string(&serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json }))?);
-    }
-    Ok(0)
+    Ok(serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json }))
 }

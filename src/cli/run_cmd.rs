@@ -43,6 +43,17 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
         if report.failed > 0 {
             println!("{} item(s) failed: see the `error` column of the stage manifests in {}/manifests", report.failed, workspace.display());
         }
+        // A pipeline that evaluates ends with the study's table (what `mammoflow report` prints).
+        if !a.json {
+            let p = super::load(&a.common)?;
+            let evaluated = report.stages.iter().any(|s| s.items > 0 && p.stages.iter().any(|d| d.id == s.id && d.kind == "evaluate"));
+            if evaluated {
+                println!();
+                if let Err(e) = super::export_cmd::table(&p, None) {
+                    eprintln!("warning: no comparison table: {e:#}");
+                }
+            }
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
