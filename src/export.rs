@@ -188,35 +188,24 @@ pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
     }
     let metrics = DataFrame::new(scores.len(), cols).map_err(pe)?;
 
-    let mut pc: (Vec<String>, Vec<String>, Vec<String>, Vec<u32>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<u64>, Vec<u64>) = Default::default();
-    for s in &scores {
-        let m = s.confusion.metrics();
-        let k = s.confusion.classes();
-        for i in 0..k {
-            pc.0.push(s.eval_stage.clone());
-            pc.1.push(s.fold.clone());
-            pc.2.push(s.class_names[i].clone());
-            pc.3.push(i as u32);
-            pc.4.push(opt(m.iou[i]));
-            pc.5.push(opt(m.dice[i]));
-            pc.6.push(opt(m.class_accuracy[i]));
-            pc.7.push((0..k).map(|j| s.confusion.get(i, j)).sum());
-            pc.8.push((0..k).map(|j| s.confusion.get(j, i)).sum());
-        }
-    }
-    let n = pc.0.len();
+    // One row per (model, fold, class).
+    let rows: Vec<(&FoldScore, usize)> = scores.iter().flat_map(|s| (0..s.confusion.classes()).map(move |i| (s, i))).collect();
+    let text = |f: &dyn Fn(&FoldScore, usize) -> String| rows.iter().map(|&(s, i)| f(s, i)).collect::<Vec<_>>();
+    let num = |f: &dyn Fn(&FoldScore, usize) -> f64| rows.iter().map(|&(s, i)| f(s, i)).collect::<Vec<_>>();
+    let count = |f: &dyn Fn(&FoldScore, usize) -> u64| rows.iter().map(|&(s, i)| f(s, i)).collect::<Vec<_>>();
+    let k = |s: &FoldScore| s.confusion.classes();
     let per_class = DataFrame::new(
-        n,
+        rows.len(),
         vec![
-            Column::new("eval_stage".into(), pc.0),
-            Column::new("fold".into(), pc.1),
-            Column::new("class".into(), pc.2),
-            Column::new("class_id".into(), pc.3),
-            Column::new("iou".into(), pc.4),
-            Column::new("dice".into(), pc.5),
-            Column::new("accuracy".into(), pc.6),
-            Column::new("truth_pixels".into(), pc.7),
-            Column::new("predicted_pixels".into(), pc.8),
+            Column::new("eval_stage".into(), text(&|s, _| s.eval_stage.clone())),
+            Column::new("fold".into(), text(&|s, _| s.fold.clone())),
+            Column::new("class".into(), text(&|s, i| s.class_names[i].clone())),
+            Column::new("class_id".into(), rows.iter().map(|&(_, i)| i as u32).collect::<Vec<_>>()),
+            Column::new("iou".into(), num(&|s, i| opt(s.confusion.metrics().iou[i]))),
+            Column::new("dice".into(), num(&|s, i| opt(s.confusion.metrics().dice[i]))),
+            Column::new("accuracy".into(), num(&|s, i| opt(s.confusion.metrics().class_accuracy[i]))),
+            Column::new("truth_pixels".into(), count(&|s, i| (0..k(s)).map(|j| s.confusion.get(i, j)).sum())),
+            Column::new("predicted_pixels".into(), count(&|s, i| (0..k(s)).map(|j| s.confusion.get(j, i)).sum())),
         ],
     )
     .map_err(pe)?;

@@ -27,7 +27,10 @@ impl Loaded {
         let mut varmap = VarMap::new();
         let model = models::build(&spec, &mut varmap, DType::F32, &Device::Cpu).map_err(|e| crate::item_err!("checkpoint {what}: building its network: {e}"))?;
         let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| crate::item_err!("checkpoint {what}: {e}"))?;
-        models::init::assign(&varmap, &tensors, what).map_err(|e| crate::item_err!("checkpoint {what}: {e}"))?;
+        let r = models::init::assign(&varmap, &tensors, what).map_err(|e| crate::item_err!("checkpoint {what}: {e}"))?;
+        if !r.missing.is_empty() {
+            return Err(crate::item_err!("checkpoint {what} lacks {} variables of its {} network ({})", r.missing.len(), spec.arch, r.missing.join(", ")));
+        }
         Ok(Loaded { spec, model, _varmap: varmap })
     }
 

@@ -143,7 +143,7 @@ mod tests {
     fn roundtrip_u16_and_u8() {
         let t = Tensor2 { height: 2, width: 3, data: vec![0u16, 1, 65535, 300, 7, 9] };
         let b = encode_u16(&t);
-        assert_eq!(b.len() % 64, (6 * 2) % 64, "header is padded to 64 bytes");
+        assert_eq!(b.len() % 64, 6 * 2, "header is padded to 64 bytes");
         assert_eq!(decode_u16(&b).unwrap(), t);
         let m = Tensor2 { height: 1, width: 2, data: vec![0u8, 255] };
         assert_eq!(decode_u8(&encode_u8(&m)).unwrap(), m);

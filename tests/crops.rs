@@ -9,32 +9,12 @@ use util::*;
 
 fn pipeline(dir: &Path) -> std::path::PathBuf {
     let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    let head = labelled_phantom_head("c", 3, "count = 3, width = 192, height = 256");
     write_pipeline(
         dir,
         "c.toml",
         &format!(
-            r#"[pipeline]
-name = "c"
-workspace = "ws"
-seed = 3
-
-[[stage]]
-id = "phantom"
-kind = "phantom"
-params = {{ count = 3, width = 192, height = 256 }}
-
-[[stage]]
-id = "ingest"
-kind = "ingest-png"
-inputs = ["phantom"]
-params = {{ regions = ["mammary_gland", "pectoral_muscle", "nipple", "mass", "calcification", "text", "lymph_node"] }}
-
-[[stage]]
-id = "merge"
-kind = "merge-masks"
-inputs = ["ingest"]
-params = {{ classes = "{0}" }}
-
+            r#"{head}
 [[stage]]
 id = "crop"
 kind = "balanced-crop"

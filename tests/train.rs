@@ -13,32 +13,12 @@ use util::*;
 
 fn pipeline(dir: &Path, epochs: usize) -> std::path::PathBuf {
     let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    let head = labelled_phantom_head("t", 11, "count = 8, width = 160, height = 192");
     write_pipeline(
         dir,
         "t.toml",
         &format!(
-            r#"[pipeline]
-name = "t"
-workspace = "ws"
-seed = 11
-
-[[stage]]
-id = "phantom"
-kind = "phantom"
-params = {{ count = 8, width = 160, height = 192 }}
-
-[[stage]]
-id = "ingest"
-kind = "ingest-png"
-inputs = ["phantom"]
-params = {{ regions = ["mammary_gland", "pectoral_muscle", "nipple", "mass", "calcification", "text", "lymph_node"] }}
-
-[[stage]]
-id = "merge"
-kind = "merge-masks"
-inputs = ["ingest"]
-params = {{ classes = "{0}" }}
-
+            r#"{head}
 [[stage]]
 id = "split"
 kind = "split"
@@ -150,4 +130,79 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
     assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);
     assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
+}
+
+#[test]
+fn predict_and_evaluate_commands_use_a_checkpoint_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), 1);
+    assert_eq!(run_json(&p, &["--until", "train"])["failed"], 0);
+    let ws = dir.path().join("ws");
+    let train = &manifest_rows(&ws, "train")[0];
+    let ckpt = ws.join(&train.outputs.iter().find(|o| o.role == "best").unwrap().file);
+    // Two phantom images (16-bit PNG) with their merged label maps.
+    let (images, masks) = (dir.path().join("images"), dir.path().join("masks"));
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    let phantom = manifest_rows(&ws, "phantom");
+    let merge = manifest_rows(&ws, "merge");
+    for ph in &phantom[..2] {
+        let img = ph.outputs.iter().find(|o| o.role == "image").unwrap();
+        std::fs::copy(ws.join(&img.file), images.join(format!("{}.png", ph.item_id))).unwrap();
+        let lab = merge.iter().find(|r| r.item_id == ph.item_id).unwrap().outputs.iter().find(|o| o.role == "labels").unwrap();
+        std::fs::copy(ws.join(&lab.file), masks.join(format!("{}.png", ph.item_id))).unwrap();
+    }
+    let c = ckpt.to_str().unwrap();
+    let v = last_json(&run_ok(&["evaluate", "--checkpoint", c, "--images", images.to_str().unwrap(), "--masks", masks.to_str().unwrap(), "--json"]));
+    assert_eq!((v["images"].as_u64(), v["pixels"].as_u64()), (Some(2), Some(2 * 160 * 192)), "{v}");
+    assert!(v["mean_iou"].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)));
+    assert_eq!(v["iou"].as_array().unwrap().len(), 8);
+    let out = dir.path().join("pred");
+    run_ok(&["predict", "--checkpoint", c, "--input", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    for ph in &phantom[..2] {
+        for suffix in ["labels", "overlay"] {
+            assert!(out.join(format!("{}_{suffix}.png", ph.item_id)).is_file());
+        }
+    }
+    // A missing label map is named.
+    std::fs::remove_file(masks.join(format!("{}.png", phantom[1].item_id))).unwrap();
+    let o = mammoflow_cmd(&["evaluate", "--checkpoint", c, "--images", images.to_str().unwrap(), "--masks", masks.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no label map"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn mammoflow_cmd(args: &[&str]) -> std::process::Output {
+    util::run(args)
+}
+
+#[test]
+fn a_train_stage_starts_from_an_earlier_one_by_variable_name() {
+    // FCN32 -> FCN16 -> FCN8 and Dilation10 front -> context -> global chain trainings this way. With a
+    // learning rate of 0 the second training must end exactly where the first one's best epoch was.
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), 1);
+    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str(&format!(
+        r#"
+[[stage]]
+id = "again"
+kind = "train"
+inputs = ["crop", "split", "train"]
+params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{}", epochs = 1, batch = 4, lr = 0.0, weight_decay = 0.0, patience = 0 }}
+"#,
+        classes.display()
+    ));
+    std::fs::write(&p, text).unwrap();
+    let r = run_json(&p, &["--until", "again"]);
+    assert_eq!((r["failed"].as_u64(), stage(&r, "again")["computed"].as_u64()), (Some(0), Some(1)), "{r}");
+    let ws = dir.path().join("ws");
+    let best = |stage: &str| {
+        let row = &manifest_rows(&ws, stage)[0];
+        std::fs::read(ws.join(&row.outputs.iter().find(|o| o.role == "best").unwrap().file)).unwrap()
+    };
+    assert!(best("again") == best("train"), "the started training did not begin from the earlier checkpoint");
+    // A new first training makes the second one stale.
+    let st = status_json(&p, &["--set", "train.lr=0.02"]);
+    assert_eq!(stage(&st, "again")["stale"], 1, "{st}");
 }

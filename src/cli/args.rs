@@ -35,6 +35,56 @@ pub enum Command {
     Export(ExportArgs),
     /// Print every trained model's figures beside the paper's Table 10 row for the same network.
     Report(ReportArgs),
+    /// Predict label maps (PNG) and coloured overlays for a folder of images with a checkpoint.
+    Predict(PredictArgs),
+    /// Score a checkpoint on a folder of images and label maps (the study's three metrics).
+    Evaluate(EvaluateArgs),
+}
+
+/// `predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// A checkpoint written by a `train` stage (`best` or `last` output; its network is in the file).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Folder of 8/16-bit grayscale PNG (or PGM) images.
+    #[arg(long, value_name = "DIR")]
+    pub input: PathBuf,
+    /// Folder for `<stem>_labels.png` (class ids) and `<stem>_overlay.png` (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overlap of neighbouring tiles, pixels.
+    #[arg(long, default_value_t = 32)]
+    pub overlap: usize,
+    /// A class table (configs/) for the overlay colours; default a fixed palette.
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
+}
+
+/// `evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A checkpoint written by a `train` stage.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Folder of grayscale PNG (or PGM) images.
+    #[arg(long, value_name = "DIR")]
+    pub images: PathBuf,
+    /// Folder of label maps (8-bit PNG of class ids).
+    #[arg(long, value_name = "DIR")]
+    pub masks: PathBuf,
+    /// Label map name for an image, `{stem}` = the image's name without extension.
+    #[arg(long, default_value = "{stem}.png", value_name = "P")]
+    pub mask_pattern: String,
+    /// Overlap of neighbouring tiles, pixels.
+    #[arg(long, default_value_t = 32)]
+    pub overlap: usize,
+    /// A truth label left out (not a class id), e.g. 255.
+    #[arg(long)]
+    pub ignore: Option<u8>,
+    /// Print a JSON object (the three metrics and per-class IoU) as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `export`.

@@ -6,6 +6,7 @@ mod bench_cmd;
 mod dag;
 mod export_cmd;
 mod model_cmd;
+mod predict_cmd;
 mod run_cmd;
 mod status_cmd;
 
@@ -48,6 +49,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Model(a) => model_cmd::model(a),
         Command::Export(a) => export_cmd::export(a),
         Command::Report(a) => export_cmd::report(a),
+        Command::Predict(a) => predict_cmd::predict(a),
+        Command::Evaluate(a) => predict_cmd::evaluate(a),
     }
 }
 

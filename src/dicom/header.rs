@@ -98,7 +98,7 @@ fn lut_from_item(item: &Obj, what: &str) -> Result<Lut> {
     Ok(Lut { first_mapped: first as i32, bits, data })
 }
 
-fn first_item<'a>(obj: &'a Obj, tag: Tag) -> Option<&'a Obj> {
+fn first_item(obj: &Obj, tag: Tag) -> Option<&Obj> {
     obj.get(tag)?.items()?.first()
 }
 

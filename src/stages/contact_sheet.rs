@@ -8,7 +8,7 @@ use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use super::png;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
@@ -90,10 +90,7 @@ impl Stage for ContactSheet {
             };
             let img = crate::tensor::decode_u16(&png::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
             let gray = GrayImage::from_fn(img.width as u32, img.height as u32, |x, y| Luma([(img.data[y as usize * img.width + x as usize] >> 8) as u8]));
-            let labels = match png::decode_gray(&png::read_file(lp)?, &lp.display().to_string(), u64::MAX)? {
-                Gray::U8(l) => l,
-                Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit label map", lp.display())),
-            };
+            let labels = png::read_labels(lp)?;
             // labels coloured over a dimmed copy of the image
             let over = RgbImage::from_fn(labels.width as u32, labels.height as u32, |x, y| {
                 let g = gray.get_pixel(x.min(gray.width() - 1), y.min(gray.height() - 1)).0[0] as u16;

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use super::png;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
 use crate::item_err;
@@ -36,13 +36,13 @@ pub struct Params {
     pub overlap: usize,
     /// Tiles per forward pass.
     pub batch: usize,
-    /// A truth label left out of the matrices (not a class id).
+    /// A truth label left out of the matrices (not a class id); default 255, as `train`'s.
     pub ignore: Option<u8>,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { checkpoint: Which::Best, overlap: 32, batch: 4, ignore: None }
+        Params { checkpoint: Which::Best, overlap: 32, batch: 4, ignore: Some(255) }
     }
 }
 
@@ -105,19 +105,10 @@ impl Stage for Evaluate {
                 return Err(item_err!("ignore label {ig} is one of the network's {} classes", model.spec.classes));
             }
         }
-        let ip = inputs.file("in0/image")?;
-        let lp = inputs.file("in0/labels")?;
-        let image = crate::tensor::decode_u16(&png::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
-        let truth = match png::decode_gray(&png::read_file(lp)?, &lp.display().to_string(), u64::MAX)? {
-            Gray::U8(l) => l,
-            Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit label map", lp.display())),
-        };
-        if (truth.width, truth.height) != (image.width, image.height) {
-            return Err(item_err!("image {id} is {}x{} but its labels {}x{}", image.width, image.height, truth.width, truth.height));
-        }
+        let (image, truth) = png::read_pair(inputs, "in0/")?;
         let pred = model.predict(&image, self.params.overlap, self.params.batch)?;
         let mut confusion = Confusion::new(model.spec.classes);
-        confusion.add(&truth.data, &pred.data, self.params.ignore).map_err(|e| item_err!("labels of {id} ({}): {e}", lp.display()))?;
+        confusion.add(&truth.data, &pred.data, self.params.ignore).map_err(|e| item_err!("labels of {id}: {e}"))?;
         let m = confusion.metrics();
         let mut out = ItemOutput::default();
         if let Some(s) = inputs.upstream_meta("subject") {

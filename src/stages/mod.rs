@@ -134,6 +134,8 @@ pub enum Arity {
     Exactly(usize),
     /// Zero (reads sources itself) or one upstream stage.
     ZeroOrOne,
+    /// From `.0` to `.1` upstream stages.
+    Between(usize, usize),
 }
 
 impl Arity {
@@ -142,6 +144,7 @@ impl Arity {
         match self {
             Arity::Exactly(k) => n == k,
             Arity::ZeroOrOne => n <= 1,
+            Arity::Between(a, b) => (a..=b).contains(&n),
         }
     }
     /// For messages.
@@ -151,6 +154,7 @@ impl Arity {
             Arity::Exactly(1) => "exactly one input stage".into(),
             Arity::Exactly(k) => format!("exactly {k} input stages"),
             Arity::ZeroOrOne => "zero or one input stage".into(),
+            Arity::Between(a, b) => format!("{a} to {b} input stages"),
         }
     }
 }

@@ -88,13 +88,23 @@ pub fn encode_u16(t: &Tensor2<u16>) -> Vec<u8> {
 /// Reads an item's `image` tensor and `labels` map (the pair every stage after merging works on) and
 /// checks that they have the same size.
 pub fn read_image_and_labels(inputs: &super::ItemInputs) -> Result<(Tensor2<u16>, Tensor2<u8>)> {
-    let ip = inputs.file("image")?;
+    read_pair(inputs, "")
+}
+
+/// An 8-bit label map (PNG of class ids).
+pub fn read_labels(path: &Path) -> Result<Tensor2<u8>> {
+    match decode_gray(&read_file(path)?, &path.display().to_string(), u64::MAX)? {
+        Gray::U8(t) => Ok(t),
+        Gray::U16(_) => Err(item_err!("{}: expected an 8-bit label map", path.display())),
+    }
+}
+
+/// [`read_image_and_labels`] for the roles `{prefix}image` / `{prefix}labels` (`in3/` for the fourth
+/// input of an item that reads many).
+pub fn read_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(Tensor2<u16>, Tensor2<u8>)> {
+    let ip = inputs.file(&format!("{prefix}image"))?;
     let img = crate::tensor::decode_u16(&read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
-    let lp = inputs.file("labels")?;
-    let labels = match decode_gray(&read_file(lp)?, &lp.display().to_string(), u64::MAX)? {
-        Gray::U8(t) => t,
-        Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit label map", lp.display())),
-    };
+    let labels = read_labels(inputs.file(&format!("{prefix}labels"))?)?;
     if (labels.width, labels.height) != (img.width, img.height) {
         return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
     }

@@ -1,8 +1,9 @@
 //! `train`: one network trained on the crops of the training fold, early-stopped on the validation fold.
 //!
 //! Inputs: the crops (or whole images) and the `split` stage, and optionally a third stage, an earlier
-//! `train` whose best checkpoint starts this one (FCN32 -> FCN16 -> FCN8, Dilation10 front -> context
-//! -> global). One item, `model`, reads every crop: crops join their fold through the `subject` column
+//! `train` whose best checkpoint starts this one by variable name (FCN32 -> FCN16 -> FCN8, Dilation10
+//! front -> context -> global; the context network trains only `context.*`, so the front stays
+//! frozen). One item, `model`, reads every crop: crops join their fold through the `subject` column
 //! that ingest set and every later stage carried, so no woman's replicas or crops sit on two sides.
 //! Crops of `test` subjects are never read into the training.
 //!
@@ -13,7 +14,7 @@
 //!
 //! A training killed mid-way resumes: each finished epoch leaves a checkpoint under
 //! `<workspace>/state/train/<stage>-<hash of the inputs and params>/`, and the next `run` continues from
-//! it (see [`crate::train`]); the folder is removed once the item is stored.
+//! it (see [`crate::train`]); the folder is removed when the training has returned its outputs.
 //!
 //! Defaults are the study's (SPEC.md): SGD momentum 0.9, L2 0.005, lr 1e-4 x0.3 every 10 epochs, at
 //! most 100 epochs, patience 4, batch 64. They learn slowly on a CPU budget (a U-Net at lr 1e-4 reached
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use super::png;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
@@ -47,7 +48,8 @@ pub struct Params {
     pub input: Option<usize>,
     /// Class table: the network has `max id + 1` outputs.
     pub classes: String,
-    /// A label the loss and the metrics ignore (must not be a class id).
+    /// A label the loss and the metrics ignore (must not be a class id); default 255, what rotations
+    /// write where the rotated image does not reach.
     pub ignore: Option<u8>,
     pub epochs: usize,
     pub batch: usize,
@@ -76,7 +78,7 @@ impl Default for Params {
             width: 1.0,
             input: None,
             classes: String::new(),
-            ignore: None,
+            ignore: Some(255),
             epochs: 100,
             batch: 64,
             lr: 1e-4,
@@ -120,7 +122,7 @@ impl Train {
                 return Err(ParamError::at("ignore", format!("ignore label {ig} is a class id of the table")));
             }
         }
-        if params.epochs == 0 || params.batch == 0 || !(params.lr >= 0.0) {
+        if params.epochs == 0 || params.batch == 0 || params.lr.is_nan() || params.lr < 0.0 {
             return Err(ParamError::at("epochs", "epochs and batch must be at least 1 and lr not negative"));
         }
         if params.device != "cpu" {
@@ -151,7 +153,7 @@ impl Stage for Train {
         1
     }
     fn arity(&self) -> Arity {
-        Arity::Exactly(2)
+        Arity::Between(2, 3)
     }
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "model": self.spec, "hyper": self.hyper, "table": self.table, "ignore": self.ignore })
@@ -165,10 +167,19 @@ impl Stage for Train {
         }
         let mut inputs: Vec<InputSpec> = upstream[0].iter().map(|id| InputSpec::Upstream { upstream: 0, item: id.clone() }).collect();
         inputs.push(InputSpec::Upstream { upstream: 1, item: "assignment".into() });
+        if let Some(init) = upstream.get(2) {
+            if *init != ["model"] {
+                return Err(item_err!("train: the third input must be a `train` stage (its best checkpoint starts this training)"));
+            }
+            inputs.push(InputSpec::Upstream { upstream: 2, item: "model".into() });
+        }
         Ok(vec![ItemSpec { id: "model".into(), inputs }])
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
-        let n = inputs.meta.len() - 1;
+        // Inputs: the crops, the assignment, then (optionally) the checkpoint that starts this training.
+        let last = inputs.meta.len() - 1;
+        let init = inputs.file(&format!("in{last}/best")).ok().map(std::path::Path::to_path_buf);
+        let n = if init.is_some() { last - 1 } else { last };
         let assignment = inputs.file(&format!("in{n}/assignment"))?;
         let folds = read_assignment(assignment)?;
         let (mut train, mut val) = (Vec::new(), Vec::new());
@@ -213,7 +224,7 @@ impl Stage for Train {
                 l.epoch, l.lr, l.train_loss, l.val_loss, l.val_miou, l.images_per_s, l.seconds
             )
         };
-        let fitted = train::fit(&self.spec, &self.hyper, &data, None, Some(&state), None, &mut report)?.expect("no epoch limit was given");
+        let fitted = train::fit(&self.spec, &self.hyper, &data, init.as_deref(), Some(&state), None, &mut report)?.expect("no epoch limit was given");
         let mut out = ItemOutput::default();
         let best = &fitted.log[fitted.best_epoch.max(1) - 1];
         out.meta.insert("best_epoch".into(), MetaValue::Int(fitted.best_epoch as i64));
@@ -246,16 +257,7 @@ fn read_assignment(path: &std::path::Path) -> Result<HashMap<String, String>> {
 
 /// The image (16-bit `.npy`) and label map (8-bit PNG) of input `k`.
 fn read_sample(inputs: &ItemInputs, k: usize, item: &str) -> Result<Sample> {
-    let image = inputs.file(&format!("in{k}/image"))?;
-    let labels = inputs.file(&format!("in{k}/labels"))?;
-    let img = crate::tensor::decode_u16(&png::read_file(image)?).map_err(|e| item_err!("crop `{item}` ({}): {e}", image.display()))?;
-    let lab = match png::decode_gray(&png::read_file(labels)?, &labels.display().to_string(), u64::MAX)? {
-        Gray::U8(l) => l,
-        Gray::U16(_) => return Err(item_err!("crop `{item}` ({}): expected an 8-bit label map", labels.display())),
-    };
-    if (img.width, img.height) != (lab.width, lab.height) {
-        return Err(item_err!("crop `{item}`: image {}x{} but labels {}x{}", img.width, img.height, lab.width, lab.height));
-    }
+    let (img, lab) = png::read_pair(inputs, &format!("in{k}/")).map_err(|e| item_err!("crop `{item}`: {e}"))?;
     Ok(Sample { image: Arc::new(img), labels: Arc::new(lab) })
 }
 

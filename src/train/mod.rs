@@ -164,7 +164,10 @@ pub fn fit(
     let mut varmap = VarMap::new();
     let model = models::build(spec, &mut varmap, DType::F32, &device).map_err(|e| err("building the network", &e))?;
     if let Some(p) = init {
-        models::init::init_from(&varmap, p).map_err(|e| err(&format!("initialising from {}", p.display()), &e))?;
+        let r = models::init::init_from(&varmap, p).map_err(|e| err(&format!("initialising from {}", p.display()), &e))?;
+        if r.loaded.is_empty() {
+            return Err(crate::item_err!("initialising from {}: it shares no variable with a {} network", p.display(), spec.arch));
+        }
     }
     let named = models::trainable_vars(model.as_ref(), &varmap);
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
@@ -191,7 +194,7 @@ pub fn fit(
             return Ok(None);
         }
         let epoch = progress.epochs_done;
-        let lr = if hyper.lr_step > 0 { hyper.lr * hyper.lr_gamma.powi((epoch / hyper.lr_step) as i32) } else { hyper.lr };
+        let lr = epoch.checked_div(hyper.lr_step).map_or(hyper.lr, |k| hyper.lr * hyper.lr_gamma.powi(k as i32));
         opt.lr = lr;
         let t0 = Instant::now();
         let order = epoch_order(data.train.len(), hyper.seed, epoch);

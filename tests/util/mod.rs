@@ -158,3 +158,35 @@ pub fn cas_files(ws: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// The head of a pipeline that makes labelled phantom images: `[pipeline]` (workspace `ws`), then
+/// `phantom` (PNG, `phantom_params` inline, e.g. `count = 3, width = 192, height = 256`), `ingest`
+/// (every region) and `merge` (the phantom class table). Stages follow as text.
+pub fn labelled_phantom_head(name: &str, seed: u64, phantom_params: &str) -> String {
+    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    format!(
+        r#"[pipeline]
+name = "{name}"
+workspace = "ws"
+seed = {seed}
+
+[[stage]]
+id = "phantom"
+kind = "phantom"
+params = {{ {phantom_params} }}
+
+[[stage]]
+id = "ingest"
+kind = "ingest-png"
+inputs = ["phantom"]
+params = {{ regions = ["mammary_gland", "pectoral_muscle", "nipple", "mass", "calcification", "text", "lymph_node"] }}
+
+[[stage]]
+id = "merge"
+kind = "merge-masks"
+inputs = ["ingest"]
+params = {{ classes = "{}" }}
+"#,
+        classes.display()
+    )
+}

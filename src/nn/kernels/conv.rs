@@ -759,20 +759,44 @@ fn taps_major<T: Elem>(w: &[T], g: &Geom, to_taps_major: bool) -> Vec<T> {
     out
 }
 
+/// One GEMM's worth of the grid: the pair's first column and column count in the reordered map, its
+/// im2col rows (`(kx1 − kx0)·cin`), row length and first column of the `(cout, ky, kx, cin)` kernel.
+struct PairCols {
+    start: usize,
+    count: usize,
+    rows: usize,
+    ld: usize,
+    kernel_col: usize,
+}
+
+impl Grid {
+    /// The GEMM shape of pair `(ky, r)`.
+    fn pair(&self, g: &Geom, (ky, r): (usize, usize)) -> PairCols {
+        let (_, _, kx0, kx1) = self.regions[r];
+        let (start, count) = self.cols(ky, r);
+        PairCols { start, count, rows: (kx1 - kx0) * g.cin, ld: padded(count), kernel_col: (ky * g.kw + kx0) * g.cin }
+    }
+
+    /// Calls `f` with every pair's shape and its im2col of `x` (one buffer, reused).
+    fn each_im2col<T: Elem>(&self, x: &[T], g: &Geom, mut f: impl FnMut(&PairCols, &[T])) {
+        let mut col = alloc::<T>(self.max_block(g.cin));
+        for pair in self.pairs() {
+            let pc = self.pair(g, pair);
+            im2col_grid(x, g, self, pair, &mut col[..pc.rows * pc.ld], pc.ld);
+            f(&pc, &col);
+        }
+    }
+}
+
 /// [`forward`] on the grid: each pair adds `w[:, ky, kx0..kx1, :] · col` to its columns.
 fn forward_grid<T: Elem>(x: &[T], w: &[T], bias: Option<&[T]>, relu: bool, g: &Geom) -> Vec<T> {
     let grid = Grid::new(g);
     let (np, k) = (grid.len(), g.k());
     let wt = taps_major(w, g, true);
     let mut acc = vec![T::ZERO; g.cout * np];
-    let mut col = alloc::<T>(grid.max_block(g.cin));
-    for (ky, r) in grid.pairs() {
-        let (_, _, kx0, kx1) = grid.regions[r];
-        let (start, count) = grid.cols(ky, r);
-        let (kr, ld) = ((kx1 - kx0) * g.cin, padded(count));
-        im2col_grid(x, g, &grid, (ky, r), &mut col[..kr * ld], ld);
-        unsafe { gemm_split_acc(g.cout, count, kr, acc.as_mut_ptr().add(start), np, true, wt.as_ptr().add((ky * g.kw + kx0) * g.cin), k, 1, col.as_ptr(), ld, 1) };
-    }
+    grid.each_im2col(x, g, |pc, col| unsafe {
+        gemm_split_acc(g.cout, pc.count, pc.rows, acc.as_mut_ptr().add(pc.start), np, true, wt.as_ptr().add(pc.kernel_col), k, 1, col.as_ptr(), pc.ld, 1)
+    });
     from_grid(&acc, g, &grid, bias, relu)
 }
 
@@ -784,12 +808,10 @@ fn backward_data_grid<T: Elem>(dy: &[T], w: &[T], g: &Geom) -> Vec<T> {
     let dyg = to_grid(dy, g.cout, g, &grid);
     let mut dx = vec![T::ZERO; g.n * g.in_img()];
     let mut dcol = alloc::<T>(grid.max_block(g.cin));
-    for (ky, r) in grid.pairs() {
-        let (_, _, kx0, kx1) = grid.regions[r];
-        let (start, count) = grid.cols(ky, r);
-        let (kr, ld) = ((kx1 - kx0) * g.cin, padded(count));
-        unsafe { gemm_split(kr, count, g.cout, dcol.as_mut_ptr(), ld, wt.as_ptr().add((ky * g.kw + kx0) * g.cin), 1, k, dyg.as_ptr().add(start), np, 1) };
-        col2im_grid(&dcol, g, &grid, (ky, r), &mut dx, ld);
+    for pair in grid.pairs() {
+        let pc = grid.pair(g, pair);
+        unsafe { gemm_split(pc.rows, pc.count, g.cout, dcol.as_mut_ptr(), pc.ld, wt.as_ptr().add(pc.kernel_col), 1, k, dyg.as_ptr().add(pc.start), np, 1) };
+        col2im_grid(&dcol, g, &grid, pair, &mut dx, pc.ld);
     }
     dx
 }
@@ -800,14 +822,9 @@ fn backward_weights_grid<T: Elem>(x: &[T], dy: &[T], g: &Geom) -> Vec<T> {
     let (np, k) = (grid.len(), g.k());
     let dyg = to_grid(dy, g.cout, g, &grid);
     let mut dwt = vec![T::ZERO; g.cout * k];
-    let mut col = alloc::<T>(grid.max_block(g.cin));
-    for (ky, r) in grid.pairs() {
-        let (_, _, kx0, kx1) = grid.regions[r];
-        let (start, count) = grid.cols(ky, r);
-        let (kr, ld) = ((kx1 - kx0) * g.cin, padded(count));
-        im2col_grid(x, g, &grid, (ky, r), &mut col[..kr * ld], ld);
-        unsafe { gemm_split_acc(g.cout, kr, count, dwt.as_mut_ptr().add((ky * g.kw + kx0) * g.cin), k, true, dyg.as_ptr().add(start), np, 1, col.as_ptr(), 1, ld) };
-    }
+    grid.each_im2col(x, g, |pc, col| unsafe {
+        gemm_split_acc(g.cout, pc.rows, pc.count, dwt.as_mut_ptr().add(pc.kernel_col), k, true, dyg.as_ptr().add(pc.start), np, 1, col.as_ptr(), 1, pc.ld)
+    });
     taps_major(&dwt, g, false)
 }
 

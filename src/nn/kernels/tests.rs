@@ -55,7 +55,9 @@ fn same_forward_and_grads(inputs: &[Tensor], ours: impl Fn(&[Tensor]) -> Result<
 #[test]
 fn convolution_matches_candle_and_finite_differences() {
     // (x shape, cout, k, stride, pad, dilation, bias, relu)
-    let cases: &[([usize; 4], usize, usize, usize, usize, usize, bool, bool)] = &[
+    // (input shape, cout, kernel, stride, padding, dilation, bias, relu)
+    type Case = ([usize; 4], usize, usize, usize, usize, usize, bool, bool);
+    let cases: &[Case] = &[
         ([2, 3, 9, 8], 4, 3, 1, 1, 1, true, true),
         ([1, 2, 11, 7], 3, 3, 2, 1, 1, true, false),
         ([2, 4, 13, 12], 3, 3, 1, 2, 2, false, true),

@@ -1,0 +1,104 @@
+//! `mammoflow predict` and `mammoflow evaluate`: a checkpoint on any folder of images, outside pipelines.
+//! The checkpoint carries its network's spec, so no other flag is needed to rebuild it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::args::{EvaluateArgs, PredictArgs};
+use crate::metrics::Confusion;
+use crate::predict::Loaded;
+use crate::stages::png::{self, Gray};
+use crate::tensor::Tensor2;
+
+/// Colours for class ids when no class table is given.
+const PALETTE: [[u8; 3]; 8] = [[0, 0, 0], [60, 180, 75], [0, 130, 200], [145, 30, 180], [230, 25, 75], [255, 225, 25], [245, 130, 48], [70, 240, 240]];
+
+fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    Ok(Loaded::from_bytes(&bytes, &path.display().to_string())?)
+}
+
+/// The PNG / PGM files of a folder, sorted.
+fn images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "pgm")))
+        .collect();
+    v.sort();
+    anyhow::ensure!(!v.is_empty(), "no PNG or PGM images in {}", dir.display());
+    Ok(v)
+}
+
+/// A grayscale image as 16 bits (8-bit widened x257, as ingest does).
+fn read_image(path: &Path) -> anyhow::Result<Tensor2<u16>> {
+    Ok(match png::decode_gray(&png::read_file(path)?, &path.display().to_string(), 400_000_000)? {
+        Gray::U16(t) => t,
+        Gray::U8(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() },
+    })
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+pub(crate) fn predict(a: PredictArgs) -> anyhow::Result<i32> {
+    let model = load(&a.checkpoint)?;
+    let mut colours: Vec<[u8; 3]> = (0..256).map(|i| PALETTE[i % PALETTE.len()]).collect();
+    if let Some(t) = &a.classes {
+        let table = crate::classes::ClassTable::load(t).map_err(anyhow::Error::msg)?;
+        for c in &table.classes {
+            colours[c.id as usize] = c.colour;
+        }
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let files = images(&a.input)?;
+    for (i, f) in files.iter().enumerate() {
+        let img = read_image(f)?;
+        let labels = model.predict(&img, a.overlap, 4)?;
+        let s = stem(f);
+        std::fs::write(a.out.join(format!("{s}_labels.png")), png::encode_u8(&labels))?;
+        let overlay = image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
+            let p = y as usize * img.width + x as usize;
+            let g = (img.data[p] >> 8) as u16;
+            let c = colours[labels.data[p] as usize];
+            image::Rgb([((c[0] as u16 + g) / 2) as u8, ((c[1] as u16 + g) / 2) as u8, ((c[2] as u16 + g) / 2) as u8])
+        });
+        overlay.save(a.out.join(format!("{s}_overlay.png"))).with_context(|| format!("writing the overlay of {}", f.display()))?;
+        eprintln!("predict: {}/{} {}", i + 1, files.len(), f.display());
+    }
+    println!("wrote {} label maps and overlays to {}", files.len(), a.out.display());
+    Ok(0)
+}
+
+pub(crate) fn evaluate(a: EvaluateArgs) -> anyhow::Result<i32> {
+    let model = load(&a.checkpoint)?;
+    let classes = model.spec.classes;
+    let mut total = Confusion::new(classes);
+    let files = images(&a.images)?;
+    for (i, f) in files.iter().enumerate() {
+        let mask = a.masks.join(a.mask_pattern.replace("{stem}", &stem(f)));
+        anyhow::ensure!(mask.is_file(), "no label map {} for image {} (see --mask-pattern)", mask.display(), f.display());
+        let truth = png::read_labels(&mask)?;
+        let img = read_image(f)?;
+        anyhow::ensure!((img.width, img.height) == (truth.width, truth.height), "{} is {}x{} but its label map {} is {}x{}", f.display(), img.width, img.height, mask.display(), truth.width, truth.height);
+        let pred = model.predict(&img, a.overlap, 4)?;
+        total.add(&truth.data, &pred.data, a.ignore).map_err(|e| anyhow::anyhow!("{}: {e}", mask.display()))?;
+        eprintln!("evaluate: {}/{} {}", i + 1, files.len(), f.display());
+    }
+    let m = total.metrics();
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.2} %", 100.0 * x));
+    println!("{} images, {} pixels: pixel accuracy {}, mean IoU {}, mean class accuracy {}", files.len(), m.pixels, pct(m.pixel_accuracy), pct(m.mean_iou), pct(m.mean_class_accuracy));
+    for (c, v) in m.iou.iter().enumerate() {
+        println!("  class {c}: IoU {}  Dice {}", pct(*v), pct(m.dice[c]));
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "images": files.len(), "pixels": m.pixels, "pixel_accuracy": m.pixel_accuracy, "mean_iou": m.mean_iou,
+            "mean_class_accuracy": m.mean_class_accuracy, "iou": m.iou, "dice": m.dice,
+        });
+        println!("{}", serde_json::to_string(&v)?);
+    }
+    Ok(0)
+}
