@@ -60,7 +60,7 @@ fn err(m: impl std::fmt::Display) -> crate::Error {
     crate::Error::Execution(m.to_string())
 }
 
-fn records(p: &Pipeline, stage: &str) -> crate::Result<Vec<Record>> {
+pub(crate) fn records(p: &Pipeline, stage: &str) -> crate::Result<Vec<Record>> {
     let path = p.workspace.join("manifests").join(format!("{stage}.parquet"));
     if !path.exists() {
         return Err(err(format!("stage `{stage}` has not run yet (no {}): `mammoflow run {}` first", path.display(), p.path.display())));
@@ -68,16 +68,16 @@ fn records(p: &Pipeline, stage: &str) -> crate::Result<Vec<Record>> {
     manifest::read(&path)
 }
 
-fn output(p: &Pipeline, r: &Record, role: &str) -> Option<PathBuf> {
+pub(crate) fn output(p: &Pipeline, r: &Record, role: &str) -> Option<PathBuf> {
     r.outputs.iter().find(|o| o.role == role).map(|o| p.workspace.join(&o.file))
 }
 
-fn stage<'a>(p: &'a Pipeline, id: &str) -> crate::Result<&'a StageDef> {
+pub(crate) fn stage<'a>(p: &'a Pipeline, id: &str) -> crate::Result<&'a StageDef> {
     p.stages.iter().find(|s| s.id == id).ok_or_else(|| err(format!("no stage `{id}`")))
 }
 
 /// subject -> fold from a `split` stage's assignment.
-fn folds(p: &Pipeline, split: &str) -> crate::Result<HashMap<String, String>> {
+pub(crate) fn folds(p: &Pipeline, split: &str) -> crate::Result<HashMap<String, String>> {
     let recs = records(p, split)?;
     let r = recs.iter().find(|r| r.status == Status::Ok).ok_or_else(|| err(format!("split `{split}` has no assignment")))?;
     let path = output(p, r, "assignment").ok_or_else(|| err("the assignment has no file"))?;

@@ -126,6 +126,10 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
     let r = last_json(&run_ok(&["report", p.to_str().unwrap(), "--json"]));
     assert_eq!((r["fold"].as_str(), r["models"][0]["model"].as_str(), r["models"][0]["images"].as_u64()), (Some("test"), Some("deeplabv3"), Some(2)), "{r}");
     assert_eq!(r["models"][0]["paper"]["mean_iou"], 51.34);
+    // The picture of the test fold: 2 images, each as image | truth | prediction.
+    let pic = image::open(ws.join("pictures/report-eval.png")).unwrap();
+    assert_eq!(r["pictures"][0].as_str().map(|s| s.ends_with("report-eval.png")), Some(true));
+    assert!(pic.width() > 3 * 100 && pic.height() > 2 * 100, "{}x{}", pic.width(), pic.height());
     let r = run_json(&p, &["--set", "eval.overlap=8"]);
     assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);

@@ -53,5 +53,9 @@ pub(crate) fn table(p: &crate::Pipeline, fold: Option<&str>) -> anyhow::Result<s
             "paper": paper.map(|r| serde_json::json!({"pixel_accuracy": r[0], "mean_iou": r[1], "mean_class_accuracy": r[2]})),
         }));
     }
-    Ok(serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json }))
+    let pictures = crate::pictures::truth_vs_prediction(p, &fold)?;
+    for path in &pictures {
+        println!("picture: {} (image | truth | prediction, fold `{fold}`)", path.display());
+    }
+    Ok(serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json, "pictures": pictures }))
 }
