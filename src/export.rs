@@ -48,6 +48,8 @@ pub struct FoldScore {
     pub images: usize,
     /// The summed matrix.
     pub confusion: Confusion,
+    /// Its figures.
+    pub metrics: crate::metrics::Metrics,
     /// Key of the training item.
     pub train_key: String,
     /// BLAKE3 of the sorted keys of the evaluation items summed.
@@ -81,14 +83,36 @@ pub(crate) fn folds(p: &Pipeline, split: &str) -> crate::Result<HashMap<String, 
     let recs = records(p, split)?;
     let r = recs.iter().find(|r| r.status == Status::Ok).ok_or_else(|| err(format!("split `{split}` has no assignment")))?;
     let path = output(p, r, "assignment").ok_or_else(|| err("the assignment has no file"))?;
-    let df = ParquetReader::new(std::fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?).finish().map_err(|e| err(format!("{}: {e}", path.display())))?;
-    let col = |n: &str| -> crate::Result<Vec<String>> { Ok(df.column(n).map_err(err)?.str().map_err(err)?.iter().map(|o| o.unwrap_or_default().to_string()).collect()) };
-    Ok(col("subject")?.into_iter().zip(col("fold")?).collect())
+    crate::stages::split::read_assignment(&path)
+}
+
+/// An evaluated image's subject (the pseudonym ingest made), empty when it has none.
+pub(crate) fn subject(r: &Record) -> String {
+    match r.meta.get("subject") {
+        Some(MetaValue::Str(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// One evaluated image, for `per_image`.
+struct ImageRow {
+    eval_stage: String,
+    item: String,
+    subject: String,
+    fold: String,
+    confusion: Confusion,
+    key: String,
 }
 
 /// Every model's figures per fold.
 pub fn scores(p: &Pipeline) -> crate::Result<Vec<FoldScore>> {
+    Ok(evaluations(p)?.0)
+}
+
+/// Every model's figures per fold, and every evaluated image: one read of each manifest and matrix.
+fn evaluations(p: &Pipeline) -> crate::Result<(Vec<FoldScore>, Vec<ImageRow>)> {
     let mut out = Vec::new();
+    let mut images = Vec::new();
     for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
         let t = stage(p, &e.inputs[1])?;
         let split = stage(p, &t.inputs[1])?;
@@ -99,18 +123,16 @@ pub fn scores(p: &Pipeline) -> crate::Result<Vec<FoldScore>> {
         let train_key = records(p, &t.id)?.into_iter().find(|r| r.status == Status::Ok).map(|r| r.key).unwrap_or_default();
         let mut by_fold: BTreeMap<String, (Option<Confusion>, Vec<String>)> = BTreeMap::new();
         for r in records(p, &e.id)?.into_iter().filter(|r| r.status == Status::Ok) {
-            let subject = match r.meta.get("subject") {
-                Some(MetaValue::Str(s)) => s.clone(),
-                _ => String::new(),
-            };
+            let subject = subject(&r);
             let fold = folds.get(&subject).cloned().unwrap_or_else(|| "unassigned".into());
             let c = read_confusion(p, &r)?;
-            let entry = by_fold.entry(fold).or_insert((None, Vec::new()));
+            let entry = by_fold.entry(fold.clone()).or_insert((None, Vec::new()));
             match &mut entry.0 {
                 Some(sum) => sum.merge(&c).map_err(err)?,
-                None => entry.0 = Some(c),
+                None => entry.0 = Some(c.clone()),
             }
-            entry.1.push(r.key);
+            entry.1.push(r.key.clone());
+            images.push(ImageRow { eval_stage: e.id.clone(), item: r.item_id, subject, fold, confusion: c, key: r.key });
         }
         for (fold, (c, mut keys)) in by_fold {
             let Some(confusion) = c else { continue };
@@ -124,6 +146,7 @@ pub fn scores(p: &Pipeline) -> crate::Result<Vec<FoldScore>> {
                 model: model.clone(),
                 fold,
                 images: keys.len(),
+                metrics: confusion.metrics(),
                 confusion,
                 train_key: train_key.clone(),
                 eval_keys: blake3::hash(keys.join("\n").as_bytes()).to_hex().to_string(),
@@ -131,7 +154,7 @@ pub fn scores(p: &Pipeline) -> crate::Result<Vec<FoldScore>> {
             });
         }
     }
-    Ok(out)
+    Ok((out, images))
 }
 
 /// The network name of a train stage's params.
@@ -148,7 +171,7 @@ fn read_confusion(p: &Pipeline, r: &Record) -> crate::Result<Confusion> {
 
 /// Builds the four tables of a pipeline whose evaluate stages have run.
 pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
-    let scores = scores(p)?;
+    let (scores, images) = evaluations(p)?;
     let pe = |e: PolarsError| err(format!("building a table: {e}"));
     let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
     // metrics: fixed columns, then iou_/dice_ per class of the widest table.
@@ -159,10 +182,10 @@ pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
         Column::new("eval_stage".into(), scores.iter().map(|s| s.eval_stage.clone()).collect::<Vec<_>>()),
         Column::new("fold".into(), scores.iter().map(|s| s.fold.clone()).collect::<Vec<_>>()),
         Column::new("images".into(), scores.iter().map(|s| s.images as u64).collect::<Vec<_>>()),
-        Column::new("pixels".into(), scores.iter().map(|s| s.confusion.metrics().pixels).collect::<Vec<_>>()),
-        Column::new("pixel_accuracy".into(), scores.iter().map(|s| opt(s.confusion.metrics().pixel_accuracy)).collect::<Vec<_>>()),
-        Column::new("mean_iou".into(), scores.iter().map(|s| opt(s.confusion.metrics().mean_iou)).collect::<Vec<_>>()),
-        Column::new("mean_class_accuracy".into(), scores.iter().map(|s| opt(s.confusion.metrics().mean_class_accuracy)).collect::<Vec<_>>()),
+        Column::new("pixels".into(), scores.iter().map(|s| s.metrics.pixels).collect::<Vec<_>>()),
+        Column::new("pixel_accuracy".into(), scores.iter().map(|s| opt(s.metrics.pixel_accuracy)).collect::<Vec<_>>()),
+        Column::new("mean_iou".into(), scores.iter().map(|s| opt(s.metrics.mean_iou)).collect::<Vec<_>>()),
+        Column::new("mean_class_accuracy".into(), scores.iter().map(|s| opt(s.metrics.mean_class_accuracy)).collect::<Vec<_>>()),
         Column::new("train_key".into(), scores.iter().map(|s| s.train_key.clone()).collect::<Vec<_>>()),
         Column::new("eval_keys".into(), scores.iter().map(|s| s.eval_keys.clone()).collect::<Vec<_>>()),
     ];
@@ -179,7 +202,7 @@ pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
             let v: Vec<f64> = scores
                 .iter()
                 .map(|s| {
-                    let m = s.confusion.metrics();
+                    let m = &s.metrics;
                     s.class_names.iter().position(|c| c == n).and_then(|i| if pick == 0 { m.iou[i] } else { m.dice[i] }).unwrap_or(f64::NAN)
                 })
                 .collect();
@@ -201,51 +224,27 @@ pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
             Column::new("fold".into(), text(&|s, _| s.fold.clone())),
             Column::new("class".into(), text(&|s, i| s.class_names[i].clone())),
             Column::new("class_id".into(), rows.iter().map(|&(_, i)| i as u32).collect::<Vec<_>>()),
-            Column::new("iou".into(), num(&|s, i| opt(s.confusion.metrics().iou[i]))),
-            Column::new("dice".into(), num(&|s, i| opt(s.confusion.metrics().dice[i]))),
-            Column::new("accuracy".into(), num(&|s, i| opt(s.confusion.metrics().class_accuracy[i]))),
+            Column::new("iou".into(), num(&|s, i| opt(s.metrics.iou[i]))),
+            Column::new("dice".into(), num(&|s, i| opt(s.metrics.dice[i]))),
+            Column::new("accuracy".into(), num(&|s, i| opt(s.metrics.class_accuracy[i]))),
             Column::new("truth_pixels".into(), count(&|s, i| (0..k(s)).map(|j| s.confusion.get(i, j)).sum())),
             Column::new("predicted_pixels".into(), count(&|s, i| (0..k(s)).map(|j| s.confusion.get(j, i)).sum())),
         ],
     )
     .map_err(pe)?;
 
-    let (mut es, mut items, mut subjects, mut fs, mut pa, mut miou, mut px, mut keys) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
-        let t = stage(p, &e.inputs[1])?;
-        let folds = folds(p, &stage(p, &t.inputs[1])?.id)?;
-        for r in records(p, &e.id)?.into_iter().filter(|r| r.status == Status::Ok) {
-            let subject = match r.meta.get("subject") {
-                Some(MetaValue::Str(s)) => s.clone(),
-                _ => String::new(),
-            };
-            let f = |k: &str| match r.meta.get(k) {
-                Some(MetaValue::Float(v)) => *v,
-                Some(MetaValue::Int(v)) => *v as f64,
-                _ => f64::NAN,
-            };
-            es.push(e.id.clone());
-            fs.push(folds.get(&subject).cloned().unwrap_or_else(|| "unassigned".into()));
-            subjects.push(subject);
-            items.push(r.item_id.clone());
-            pa.push(f("pixel_accuracy"));
-            miou.push(f("mean_iou"));
-            px.push(f("pixels") as u64);
-            keys.push(r.key.clone());
-        }
-    }
-    let n = es.len();
+    let image_metrics: Vec<crate::metrics::Metrics> = images.iter().map(|r| r.confusion.metrics()).collect();
     let per_image = DataFrame::new(
-        n,
+        images.len(),
         vec![
-            Column::new("eval_stage".into(), es),
-            Column::new("item".into(), items),
-            Column::new("subject".into(), subjects),
-            Column::new("fold".into(), fs),
-            Column::new("pixels".into(), px),
-            Column::new("pixel_accuracy".into(), pa),
-            Column::new("mean_iou".into(), miou),
-            Column::new("key".into(), keys),
+            Column::new("eval_stage".into(), images.iter().map(|r| r.eval_stage.clone()).collect::<Vec<_>>()),
+            Column::new("item".into(), images.iter().map(|r| r.item.clone()).collect::<Vec<_>>()),
+            Column::new("subject".into(), images.iter().map(|r| r.subject.clone()).collect::<Vec<_>>()),
+            Column::new("fold".into(), images.iter().map(|r| r.fold.clone()).collect::<Vec<_>>()),
+            Column::new("pixels".into(), image_metrics.iter().map(|m| m.pixels).collect::<Vec<_>>()),
+            Column::new("pixel_accuracy".into(), image_metrics.iter().map(|m| opt(m.pixel_accuracy)).collect::<Vec<_>>()),
+            Column::new("mean_iou".into(), image_metrics.iter().map(|m| opt(m.mean_iou)).collect::<Vec<_>>()),
+            Column::new("key".into(), images.iter().map(|r| r.key.clone()).collect::<Vec<_>>()),
         ],
     )
     .map_err(pe)?;
@@ -253,13 +252,13 @@ pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
     let mut logs: Vec<DataFrame> = Vec::new();
     for t in p.stages.iter().filter(|s| s.kind == "train") {
         let Ok(recs) = records(p, &t.id) else { continue };
+        let model = model_name(&t.stage.params());
         for r in recs.into_iter().filter(|r| r.status == Status::Ok) {
             let Some(path) = output(p, &r, "log") else { continue };
             let df = ParquetReader::new(std::fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?).finish().map_err(pe)?;
             let h = df.height();
-            let model = model_name(&t.stage.params());
             let mut df = df;
-            df.insert_column(0, Column::new("model".into(), vec![model; h])).map_err(pe)?;
+            df.insert_column(0, Column::new("model".into(), vec![model.clone(); h])).map_err(pe)?;
             df.insert_column(0, Column::new("train_stage".into(), vec![t.id.clone(); h])).map_err(pe)?;
             logs.push(df);
         }

@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use image::{imageops, Rgb, RgbImage};
 
 use crate::classes::ClassTable;
-use crate::export::{folds, output, records, stage};
+use crate::export::{folds, output, records, stage, subject};
 use crate::pipeline::Pipeline;
 use crate::stages::png;
-use crate::stages::MetaValue;
 use crate::store::record::Status;
 
 /// Rows per picture, and the side of each tile.
@@ -37,7 +36,7 @@ pub fn truth_vs_prediction(p: &Pipeline, fold: &str) -> crate::Result<Vec<PathBu
         let mut chosen: Vec<_> = records(p, &e.id)?
             .into_iter()
             .filter(|r| r.status == Status::Ok)
-            .filter(|r| matches!(r.meta.get("subject"), Some(MetaValue::Str(s)) if folds.get(s).map(String::as_str) == Some(fold)))
+            .filter(|r| folds.get(&subject(r)).map(String::as_str) == Some(fold))
             .collect();
         chosen.sort_by(|a, b| a.item_id.cmp(&b.item_id));
         chosen.truncate(ROWS);

@@ -11,6 +11,7 @@ use candle_nn::VarMap;
 
 use crate::models::{self, ModelSpec, SegModel};
 use crate::tensor::Tensor2;
+use crate::train::loader::{unit, CENTRE};
 
 /// A network rebuilt from a checkpoint (its spec is in the file's metadata).
 pub struct Loaded {
@@ -57,7 +58,7 @@ impl Loaded {
                     let sy = reflect(y0 as isize + yy as isize - my as isize, image.height);
                     for xx in 0..s {
                         let sx = reflect(x0 as isize + xx as isize - mx as isize, image.width);
-                        plane.push(image.data[sy * image.width + sx] as f32 / 65535.0 - 0.5);
+                        plane.push(unit(image.data[sy * image.width + sx]) - CENTRE);
                     }
                 }
                 for _ in 0..c {

@@ -42,7 +42,7 @@ pub(crate) fn table(p: &crate::Pipeline, fold: Option<&str>) -> anyhow::Result<s
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{:.2}", 100.0 * x));
     let mut json = Vec::new();
     for s in &chosen {
-        let m = s.confusion.metrics();
+        let m = &s.metrics;
         let paper = export::paper_row(&s.model);
         let pp = |i: usize| paper.map_or("-".to_string(), |r| format!("{:.2}", r[i]));
         println!("{:<20} {:<20} {:>6} {:>7} {:>7} {:>7}   {:>8} {:>8} {:>8}", s.model, s.eval_stage, s.images, pct(m.pixel_accuracy), pct(m.mean_iou), pct(m.mean_class_accuracy), pp(0), pp(1), pp(2));

@@ -21,7 +21,7 @@ mod merge_masks;
 mod phantom;
 pub mod png;
 pub mod subject;
-mod split;
+pub mod split;
 mod train;
 
 use std::collections::BTreeMap;

@@ -108,6 +108,17 @@ pub fn assign(subjects: &[String], method: Method, train: f64, val: Option<f64>,
         .collect()
 }
 
+/// subject -> fold, read back from an assignment table this stage wrote.
+pub fn read_assignment(path: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
+    let bad = |e: &dyn std::fmt::Display| item_err!("reading the split assignment {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
+    let df = ParquetReader::new(file).finish().map_err(|e| bad(&e))?;
+    let col = |n: &str| -> Result<Vec<String>> {
+        Ok(df.column(n).map_err(|e| bad(&e))?.str().map_err(|e| bad(&e))?.iter().map(|o| o.unwrap_or_default().to_string()).collect())
+    };
+    Ok(col("subject")?.into_iter().zip(col("fold")?).collect())
+}
+
 impl Stage for Split {
     fn kind(&self) -> &'static str {
         "split"

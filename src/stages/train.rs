@@ -21,7 +21,6 @@
 //! validation mIoU 0.43 where lr 1e-2 reached 0.75 in the same 20 minutes): the shipped pipelines set
 //! values that learn and say why.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -181,7 +180,7 @@ impl Stage for Train {
         let init = inputs.file(&format!("in{last}/best")).ok().map(std::path::Path::to_path_buf);
         let n = if init.is_some() { last - 1 } else { last };
         let assignment = inputs.file(&format!("in{n}/assignment"))?;
-        let folds = read_assignment(assignment)?;
+        let folds = super::split::read_assignment(assignment)?;
         let (mut train, mut val) = (Vec::new(), Vec::new());
         let classes = self.spec.classes;
         let mut pixels = vec![0u64; classes];
@@ -242,17 +241,6 @@ impl Stage for Train {
         let _ = std::fs::remove_dir_all(&state);
         Ok(out)
     }
-}
-
-/// subject -> fold, from a `split` assignment table.
-fn read_assignment(path: &std::path::Path) -> Result<HashMap<String, String>> {
-    let bad = |e: &dyn std::fmt::Display| item_err!("reading the split assignment {}: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
-    let df = ParquetReader::new(file).finish().map_err(|e| bad(&e))?;
-    let col = |n: &str| -> Result<Vec<String>> {
-        Ok(df.column(n).map_err(|e| bad(&e))?.str().map_err(|e| bad(&e))?.iter().map(|o| o.unwrap_or_default().to_string()).collect())
-    };
-    Ok(col("subject")?.into_iter().zip(col("fold")?).collect())
 }
 
 /// The image (16-bit `.npy`) and label map (8-bit PNG) of input `k`.

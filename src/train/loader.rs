@@ -55,6 +55,15 @@ pub struct Batch {
     pub t: Vec<u32>,
 }
 
+/// A 16-bit pixel in [0, 1]. Networks see `unit(v) − CENTRE`, the study's [-0.5, 0.5]; training
+/// windows and whole-image prediction must agree on it.
+pub fn unit(v: u16) -> f32 {
+    v as f32 / 65535.0
+}
+
+/// Subtracted from [`unit`] values before they enter a network.
+pub const CENTRE: f32 = 0.5;
+
 /// A 64-bit seed from parts (SplitMix64 over them), so nearby `(epoch, batch)` pairs are unrelated.
 pub fn mix(parts: &[u64]) -> u64 {
     let mut h = 0x9E37_79B9_7F4A_7C15u64;
@@ -99,7 +108,7 @@ pub fn make_batch(samples: &[Sample], idx: &[usize], shape: Shape, augment: Opti
             let dst = &mut plane[y * s..(y + 1) * s];
             for (xx, d) in dst.iter_mut().enumerate() {
                 let src = if flip { row[s - 1 - xx] } else { row[xx] };
-                *d = src as f32 / 65535.0;
+                *d = unit(src);
             }
         }
         if let Some(f) = contrast {
@@ -107,7 +116,7 @@ pub fn make_batch(samples: &[Sample], idx: &[usize], shape: Shape, augment: Opti
             plane.iter_mut().for_each(|v| *v = ((*v - mean) * f + mean).clamp(0.0, 1.0));
         }
         for _ in 0..c {
-            x.extend(plane.iter().map(|v| v - 0.5));
+            x.extend(plane.iter().map(|v| v - CENTRE));
         }
         let (my, mx) = ((s - oh) / 2, (s - ow) / 2);
         for y in 0..oh {
