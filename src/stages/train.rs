@@ -68,6 +68,9 @@ pub struct Params {
     pub contrast: f32,
     /// `cpu` (the only device this stage drives yet).
     pub device: String,
+    /// Variable-name prefixes kept fixed (e.g. `["backbone."]`); the Dilation10 context network
+    /// freezes its front end by itself.
+    pub freeze: Vec<String>,
 }
 
 impl Default for Params {
@@ -91,6 +94,7 @@ impl Default for Params {
             flip: true,
             contrast: 0.2,
             device: "cpu".into(),
+            freeze: Vec::new(),
         }
     }
 }
@@ -139,6 +143,7 @@ impl Train {
             monitor: params.monitor,
             seed: params.seed.unwrap_or(ctx.seed),
             augment: Augment { flip: params.flip, contrast: (params.contrast > 0.0).then_some(params.contrast) },
+            freeze: params.freeze,
         };
         Ok(Train { id: ctx.stage_id.to_string(), spec, hyper, table, ignore: params.ignore, state_root: ctx.workspace.join("state").join("train") })
     }

@@ -60,6 +60,10 @@ pub struct Hyper {
     pub seed: u64,
     /// Training-batch augmentations.
     pub augment: Augment,
+    /// Variables whose names start with one of these stay as they are (on top of what the network
+    /// itself keeps fixed, e.g. Dilation10's front end while its context module trains).
+    #[serde(default)]
+    pub freeze: Vec<String>,
 }
 
 /// One epoch's line of the training log.
@@ -169,7 +173,20 @@ pub fn fit(
             return Err(crate::item_err!("initialising from {}: it shares no variable with a {} network", p.display(), spec.arch));
         }
     }
-    let named = models::trainable_vars(model.as_ref(), &varmap);
+    let mut named = models::trainable_vars(model.as_ref(), &varmap);
+    if !hyper.freeze.is_empty() {
+        let all: Vec<String> = varmap.data().lock().expect("varmap lock").keys().cloned().collect();
+        if let Some(p) = hyper.freeze.iter().find(|p| !all.iter().any(|n| n.starts_with(p.as_str()))) {
+            let mut some: Vec<&str> = all.iter().map(|n| n.split('.').next().unwrap_or(n)).collect();
+            some.sort_unstable();
+            some.dedup();
+            return Err(crate::item_err!("freeze: no variable of a {} network starts with `{p}` (its top-level names: {})", spec.arch, some.join(", ")));
+        }
+        named.retain(|(n, _)| !hyper.freeze.iter().any(|p| n.starts_with(p.as_str())));
+        if named.is_empty() {
+            return Err(crate::item_err!("freeze: every trainable variable is frozen, nothing would train"));
+        }
+    }
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
     let mut opt = SgdMomentum::new(named.into_iter().map(|(_, v)| v).collect(), hyper.lr, hyper.momentum, hyper.weight_decay);
     let (oh, ow) = model.output_size(ih, ih);

@@ -42,6 +42,7 @@ fn hyper(epochs: usize) -> Hyper {
         monitor: Monitor::ValMiou,
         seed: 3,
         augment: Augment { flip: true, contrast: Some(0.2) },
+        freeze: Vec::new(),
     }
 }
 
@@ -108,4 +109,27 @@ fn early_stopping_and_clear_errors() {
     assert!(e.to_string().contains("smaller than the network input 64"), "{e}");
     let e = fit(&spec(), &hyper(1), &Data { train: &train, val: &[], weights: vec![1.0, 1.0], ignore: Some(1) }, None, None, None, &mut |_| {}).err().unwrap();
     assert!(e.to_string().contains("ignore label 1"), "{e}");
+}
+
+#[test]
+fn frozen_variables_keep_their_initial_values_and_a_prefix_that_matches_nothing_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = init_file(dir.path());
+    let (train, val) = (toy(4, 72, 8), toy(2, 72, 9));
+    let data = Data { train: &train, val: &val, weights: vec![1.0, 1.0], ignore: None };
+    let h = Hyper { freeze: vec!["conv1_".into(), "score_fr".into()], ..hyper(1) };
+    let fitted = fit(&spec(), &h, &data, Some(&init), None, None, &mut |_| {}).unwrap().unwrap();
+    let before = candle_core::safetensors::load(&init, &Device::Cpu).unwrap();
+    let after = candle_core::safetensors::load_buffer(&fitted.last, &Device::Cpu).unwrap();
+    let same = |n: &str| {
+        let (a, b) = (before[n].flatten_all().unwrap().to_vec1::<f32>().unwrap(), after[n].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        a == b
+    };
+    let frozen: Vec<&String> = before.keys().filter(|n| n.starts_with("conv1_") || n.starts_with("score_fr")).collect();
+    assert!(frozen.len() >= 4, "{frozen:?}");
+    assert!(frozen.iter().all(|n| same(n)), "a frozen variable changed");
+    assert!(before.keys().filter(|n| n.starts_with("conv2_")).all(|n| !same(n)), "an unfrozen variable did not train");
+    let h = Hyper { freeze: vec!["nothing_like_this".into()], ..hyper(1) };
+    let e = fit(&spec(), &h, &data, Some(&init), None, None, &mut |_| {}).err().unwrap();
+    assert!(e.to_string().contains("no variable of a") && e.to_string().contains("nothing_like_this"), "{e}");
 }
