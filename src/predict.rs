@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
 use crate::models::{self, ModelSpec, SegModel};
-use crate::tensor::Tensor2;
+use crate::tensor::{Image, Tensor2};
 use crate::train::loader::{unit, CENTRE};
 
 /// A network rebuilt from a checkpoint (its spec is in the file's metadata).
@@ -37,8 +37,12 @@ impl Loaded {
 
     /// Class ids of every pixel of `image`; tiles overlap by `overlap` output pixels (clamped to less
     /// than a tile) and go through the network `batch` at a time.
-    pub fn predict(&self, image: &Tensor2<u16>, overlap: usize, batch: usize) -> crate::Result<Tensor2<u8>> {
+    pub fn predict(&self, image: &Image, overlap: usize, batch: usize) -> crate::Result<Tensor2<u8>> {
         let err = |e: candle_core::Error| crate::item_err!("prediction: {e}");
+        let ic = image.channels;
+        if ic != 1 && ic != self.spec.in_channels {
+            return Err(crate::item_err!("the image has {ic} channels but the network takes {}", self.spec.in_channels));
+        }
         let [s, _] = self.spec.input_hw();
         let (oh, ow) = self.model.output_size(s, s);
         let (my, mx) = ((s - oh) / 2, (s - ow) / 2);
@@ -53,16 +57,19 @@ impl Loaded {
         for chunk in windows.chunks(batch.max(1)) {
             let mut x = Vec::with_capacity(chunk.len() * c * s * s);
             for &(y0, x0) in chunk {
-                let mut plane = Vec::with_capacity(s * s);
+                let mut planes = vec![0f32; ic * s * s];
                 for yy in 0..s {
                     let sy = reflect(y0 as isize + yy as isize - my as isize, image.height);
                     for xx in 0..s {
                         let sx = reflect(x0 as isize + xx as isize - mx as isize, image.width);
-                        plane.push(unit(image.data[sy * image.width + sx]) - CENTRE);
+                        for ch in 0..ic {
+                            planes[ch * s * s + yy * s + xx] = unit(image.data[(sy * image.width + sx) * ic + ch]) - CENTRE;
+                        }
                     }
                 }
-                for _ in 0..c {
-                    x.extend_from_slice(&plane);
+                // Gray is replicated to the network's channels, as in training.
+                for _ in 0..c / ic {
+                    x.extend_from_slice(&planes);
                 }
             }
             let xt = Tensor::from_vec(x, (chunk.len(), c, s, s), &Device::Cpu).map_err(err)?;
@@ -146,13 +153,13 @@ mod tests {
         meta.insert(crate::train::SPEC_KEY.to_string(), serde_json::to_string(&spec).unwrap());
         let bytes = safetensors::serialize(vars.iter().map(|(n, t)| (n.as_str(), t)), Some(meta)).unwrap();
         let loaded = Loaded::from_bytes(&bytes, "test").unwrap();
-        let img = Tensor2 { height: 70, width: 50, data: (0..3500).map(|i| (i * 97 % 65536) as u16).collect() };
+        let img = Image::gray(Tensor2 { height: 70, width: 50, data: (0..3500).map(|i| (i * 97 % 65536) as u16).collect() });
         for overlap in [0, 8] {
             let a = loaded.predict(&img, overlap, 2).unwrap();
             assert_eq!((a.height, a.width, a.data.len()), (70, 50, 3500));
             assert!(a.data.iter().all(|&v| v < 3));
         }
-        let small = Tensor2 { height: 20, width: 9, data: vec![1000u16; 180] };
+        let small = Image::gray(Tensor2 { height: 20, width: 9, data: vec![1000u16; 180] });
         assert_eq!(loaded.predict(&small, 4, 1).unwrap().data.len(), 180);
         assert!(Loaded::from_bytes(b"not a checkpoint", "junk").is_err());
     }

@@ -85,6 +85,13 @@ pub fn encode_u8_hwc(height: usize, width: usize, channels: usize, data: &[u8]) 
 }
 
 fn parse_header(bytes: &[u8]) -> Result<(DType, usize, usize, usize)> {
+    let (dtype, dims, at) = parse_header_nd(bytes)?;
+    let [h, w] = dims[..] else { return Err(item_err!("expected a 2-D .npy, got shape {dims:?}")) };
+    Ok((dtype, h, w, at))
+}
+
+/// dtype, shape and data offset of a `.npy`, the data length checked against the shape.
+fn parse_header_nd(bytes: &[u8]) -> Result<(DType, Vec<usize>, usize)> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(item_err!("not a .npy file"));
     }
@@ -107,12 +114,57 @@ fn parse_header(bytes: &[u8]) -> Result<(DType, usize, usize, usize)> {
     }
     let shape = dict.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).ok_or_else(|| item_err!("no shape in .npy header"))?;
     let dims: Vec<usize> = shape.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|_| item_err!("bad .npy shape {shape}"))).collect::<Result<_>>()?;
-    let [h, w] = dims[..] else { return Err(item_err!("expected a 2-D .npy, got shape ({shape})")) };
     let data_at = start + hlen;
-    if bytes.len() != data_at + h * w * dtype.size() {
-        return Err(item_err!(".npy size mismatch: {} bytes for shape ({h}, {w})", bytes.len()));
+    let n = dims.iter().try_fold(dtype.size(), |a, &d| a.checked_mul(d)).ok_or_else(|| item_err!("bad .npy shape {shape}"))?;
+    if bytes.len() != data_at.saturating_add(n) {
+        return Err(item_err!(".npy size mismatch: {} bytes for shape ({shape})", bytes.len()));
     }
-    Ok((dtype, h, w, data_at))
+    Ok((dtype, dims, data_at))
+}
+
+/// An image of one (gray) or three (RGB) 16-bit channels, interleaved (height x width x channels):
+/// what the networks read. 8-bit data is widened by x257, so both depths span the same range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// 1 or 3.
+    pub channels: usize,
+    /// Row-major, channels interleaved.
+    pub data: Vec<u16>,
+}
+
+impl Image {
+    /// A gray image.
+    pub fn gray(t: Tensor2<u16>) -> Image {
+        Image { height: t.height, width: t.width, channels: 1, data: t.data }
+    }
+    /// An 8-bit interleaved RGB image.
+    pub fn rgb8(height: usize, width: usize, data: &[u8]) -> Image {
+        debug_assert_eq!(data.len(), height * width * 3);
+        Image { height, width, channels: 3, data: data.iter().map(|&v| v as u16 * 257).collect() }
+    }
+    /// One value per pixel (RGB: the ITU-R 601 luma), for pictures.
+    pub fn luma(&self) -> Tensor2<u16> {
+        let data = match self.channels {
+            3 => self.data.chunks_exact(3).map(|p| ((299 * p[0] as u32 + 587 * p[1] as u32 + 114 * p[2] as u32) / 1000) as u16).collect(),
+            _ => self.data.clone(),
+        };
+        Tensor2 { height: self.height, width: self.width, data }
+    }
+}
+
+/// Decodes an image `.npy`: 2-D uint8 / uint16 (gray) or (height, width, 3) uint8 (RGB, as
+/// `ingest-cityscapes` writes).
+pub fn decode_image(bytes: &[u8]) -> Result<Image> {
+    let (dtype, dims, at) = parse_header_nd(bytes)?;
+    match (dtype, &dims[..]) {
+        (_, [_, _]) => decode_u16(bytes).map(Image::gray),
+        (DType::U8, &[h, w, 3]) => Ok(Image::rgb8(h, w, &bytes[at..])),
+        _ => Err(item_err!("expected a gray (h, w) or RGB (h, w, 3) uint8 image .npy, got {dtype:?} {dims:?}")),
+    }
 }
 
 /// Decodes a u16 `.npy` (a u8 one is widened by x257 so it spans the full 16-bit range).
@@ -138,6 +190,19 @@ pub fn decode_u8(bytes: &[u8]) -> Result<Tensor2<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_decode_gray_and_rgb_and_refuse_other_shapes() {
+        let rgb = [255u8, 0, 0, 0, 255, 0, 0, 0, 255, 10, 10, 10];
+        let im = decode_image(&encode_u8_hwc(2, 2, 3, &rgb)).unwrap();
+        assert_eq!((im.height, im.width, im.channels), (2, 2, 3));
+        assert_eq!(im.data[..3], [65535, 0, 0]);
+        assert_eq!(im.luma().data, vec![19594, 38469, 7470, 2570]);
+        let g = decode_image(&encode_u16(&Tensor2 { height: 1, width: 2, data: vec![5, 6] })).unwrap();
+        assert_eq!((g.channels, g.data.clone()), (1, vec![5, 6]));
+        assert!(decode_image(&encode_u8_hwc(2, 2, 1, &rgb[..4])).is_err());
+        assert!(decode_u16(&encode_u8_hwc(2, 2, 3, &rgb)).is_err());
+    }
 
     #[test]
     fn roundtrip_u16_and_u8() {

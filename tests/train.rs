@@ -210,3 +210,122 @@ params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{}", epoc
     let st = status_json(&p, &["--set", "train.lr=0.02"]);
     assert_eq!(stage(&st, "again")["stale"], 1, "{st}");
 }
+
+/// A Cityscapes-layout folder: `cities` cities of two 96 x 80 RGB frames each (sky, buildings, a car,
+/// road; a strip of unlabelled pixels), with `gtFine` label ids.
+fn cityscapes_fixture(root: &Path, cities: usize) {
+    for c in 0..cities {
+        let city = format!("city{c}");
+        for f in 0..2 {
+            let name = format!("{city}_000000_{f:06}");
+            let (w, h) = (96u32, 80u32);
+            let car = (10 + 13 * (c as u32 + f) % 40, 20 + 7 * c as u32 % 15);
+            let label = |x: u32, y: u32| -> u8 {
+                if y < 4 {
+                    0 // unlabelled: ignored
+                } else if y < 24 {
+                    23 // sky
+                } else if y < 44 {
+                    if (car.0..car.0 + 30).contains(&x) && y >= 34 { 26 } else { 11 } // car, building
+                } else if (car.0..car.0 + 30).contains(&x) && y < 52 {
+                    26
+                } else {
+                    7 // road
+                }
+            };
+            let colour = |l: u8| -> [u8; 3] { match l {
+                23 => [70, 130, 180],
+                11 => [90, 80, 70],
+                26 => [20, 20, 150],
+                7 => [128, 64, 128],
+                _ => [0, 0, 0],
+            } };
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let n = ((x * 31 + y * 17 + c as u32 * 7 + f) % 23) as u8;
+                let [r, g, b] = colour(label(x, y));
+                image::Rgb([r.saturating_add(n), g.saturating_add(n), b.saturating_add(n)])
+            });
+            let labels = image::GrayImage::from_fn(w, h, |x, y| image::Luma([label(x, y)]));
+            let id = root.join("leftImg8bit/train").join(&city);
+            let gt = root.join("gtFine/train").join(&city);
+            std::fs::create_dir_all(&id).unwrap();
+            std::fs::create_dir_all(&gt).unwrap();
+            img.save(id.join(format!("{name}_leftImg8bit.png"))).unwrap();
+            labels.save(gt.join(format!("{name}_gtFine_labelIds.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_cityscapes_folder_trains_through_the_rgb_path_and_is_scored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cityscapes");
+    cityscapes_fixture(&root, 5);
+    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-cityscapes.toml");
+    let p = write_pipeline(
+        dir.path(),
+        "c.toml",
+        &format!(
+            r#"[pipeline]
+name = "cityscapes-fixture"
+workspace = "ws"
+seed = 2
+
+[[stage]]
+id = "ingest"
+kind = "ingest-cityscapes"
+params = {{ root = "{0}" }}
+
+[[stage]]
+id = "split"
+kind = "split"
+inputs = ["ingest"]
+params = {{ train = 0.6, val = 0.2 }}
+
+[[stage]]
+id = "train"
+kind = "train"
+inputs = ["ingest", "split"]
+params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{1}", epochs = 2, batch = 2, lr = 0.01, patience = 0 }}
+
+[[stage]]
+id = "eval"
+kind = "evaluate"
+inputs = ["ingest", "train"]
+params = {{ overlap = 16 }}
+"#,
+            root.display(),
+            classes.display()
+        ),
+    );
+    let r = run_json(&p, &[]);
+    assert_eq!(r["failed"], 0, "{r}");
+    let ws = dir.path().join("ws");
+    // Ingest keeps the colour: (h, w, 3) uint8, and the city as the subject.
+    let ingest = manifest_rows(&ws, "ingest");
+    assert_eq!(ingest.len(), 10);
+    let img = ingest[0].outputs.iter().find(|o| o.role == "image").unwrap();
+    let decoded = mammoflow::tensor::decode_image(&std::fs::read(ws.join(&img.file)).unwrap()).unwrap();
+    assert_eq!((decoded.height, decoded.width, decoded.channels), (80, 96, 3));
+    assert_eq!(ingest[0].meta.get("subject"), Some(&MetaValue::Str("city0".into())));
+    // 5 cities: 3 train, 1 val, 1 test, two frames each.
+    let m = &manifest_rows(&ws, "train")[0].meta;
+    assert_eq!((int(&m["train_images"]), int(&m["val_images"])), (6, 2), "{m:?}");
+    let row = &manifest_rows(&ws, "train")[0];
+    let ckpt = row.outputs.iter().find(|o| o.role == "best").unwrap();
+    let spec = mammoflow::train::checkpoint_spec(&std::fs::read(ws.join(&ckpt.file)).unwrap()).unwrap();
+    assert_eq!((spec.classes, spec.in_channels), (19, 3));
+    let log = row.outputs.iter().find(|o| o.role == "log").unwrap();
+    let log = polars::prelude::ParquetReader::new(std::fs::File::open(ws.join(&log.file)).unwrap()).finish().unwrap();
+    let losses: Vec<f64> = log.column("train_loss").unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(losses.len(), 2);
+    assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{losses:?}");
+    // Every frame is scored; the report has the network's test-fold row (2 frames).
+    assert_eq!(manifest_rows(&ws, "eval").len(), 10);
+    let r = last_json(&run_ok(&["report", p.to_str().unwrap(), "--json"]));
+    let model = &r["models"][0];
+    assert_eq!((model["model"].as_str(), model["images"].as_u64()), (Some("deeplabv3"), Some(2)), "{r}");
+    for k in ["pixel_accuracy", "mean_iou", "mean_class_accuracy"] {
+        assert!(model[k].as_f64().is_some_and(|v| (0.0..=100.0).contains(&v)), "{k}: {r}");
+    }
+}

@@ -9,7 +9,7 @@ use super::args::{EvaluateArgs, PredictArgs};
 use crate::metrics::Confusion;
 use crate::predict::Loaded;
 use crate::stages::png::{self, Gray};
-use crate::tensor::Tensor2;
+use crate::tensor::{Image, Tensor2};
 
 /// Colours for class ids when no class table is given.
 const PALETTE: [[u8; 3]; 8] = [[0, 0, 0], [60, 180, 75], [0, 130, 200], [145, 30, 180], [230, 25, 75], [255, 225, 25], [245, 130, 48], [70, 240, 240]];
@@ -31,12 +31,22 @@ fn images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// A grayscale image as 16 bits (8-bit widened x257, as ingest does).
-fn read_image(path: &Path) -> anyhow::Result<Tensor2<u16>> {
-    Ok(match png::decode_gray(&png::read_file(path)?, &path.display().to_string(), 400_000_000)? {
+/// A grayscale image as 16 bits (8-bit widened x257, as ingest does), or a colour one as 8-bit RGB
+/// (for networks trained on colour images, e.g. Cityscapes).
+fn read_image(path: &Path) -> anyhow::Result<Image> {
+    let bytes = png::read_file(path)?;
+    let what = path.display().to_string();
+    let colour = image::load_from_memory(&bytes).map(|i| i.color().has_color()).unwrap_or(false);
+    if colour {
+        let img = image::load_from_memory(&bytes).with_context(|| format!("decoding {what}"))?.to_rgb8();
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        anyhow::ensure!((w as u64) * (h as u64) <= 400_000_000, "{what}: {w} x {h} pixels exceeds the limit");
+        return Ok(Image::rgb8(h, w, img.as_raw()));
+    }
+    Ok(Image::gray(match png::decode_gray(&bytes, &what, 400_000_000)? {
         Gray::U16(t) => t,
         Gray::U8(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() },
-    })
+    }))
 }
 
 fn stem(p: &Path) -> String {
@@ -59,9 +69,10 @@ pub(crate) fn predict(a: PredictArgs) -> anyhow::Result<i32> {
         let labels = model.predict(&img, a.overlap, 4)?;
         let s = stem(f);
         std::fs::write(a.out.join(format!("{s}_labels.png")), png::encode_u8(&labels))?;
+        let luma = img.luma();
         let overlay = image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
             let p = y as usize * img.width + x as usize;
-            let g = (img.data[p] >> 8) as u16;
+            let g = (luma.data[p] >> 8) as u16;
             let c = colours[labels.data[p] as usize];
             image::Rgb([((c[0] as u16 + g) / 2) as u8, ((c[1] as u16 + g) / 2) as u8, ((c[2] as u16 + g) / 2) as u8])
         });

@@ -105,7 +105,7 @@ impl Stage for Evaluate {
                 return Err(item_err!("ignore label {ig} is one of the network's {} classes", model.spec.classes));
             }
         }
-        let (image, truth) = png::read_pair(inputs, "in0/")?;
+        let (image, truth) = png::read_image_pair(inputs, "in0/")?;
         let pred = model.predict(&image, self.params.overlap, self.params.batch)?;
         let mut confusion = Confusion::new(model.spec.classes);
         confusion.add(&truth.data, &pred.data, self.params.ignore).map_err(|e| item_err!("labels of {id}: {e}"))?;

@@ -3,6 +3,8 @@
 //! `leftImg8bit/{split}/{city}/{name}_leftImg8bit.png` with `gtFine/{split}/{city}/{name}_gtFine_labelIds.png`;
 //! item id `{city}/{name}`. Label ids are mapped to the 19 training classes (everything else is 255 =
 //! ignore). Cityscapes' licence forbids redistribution, so the data set is read where the user keeps it.
+//! The `subject` of an image is its city (`split` keeps a city's images, frames of the same drives,
+//! on one side; the item id, which names the city, is part of the key).
 
 use std::path::PathBuf;
 
@@ -65,10 +67,13 @@ impl Stage for IngestCityscapes {
         "ingest-cityscapes"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn arity(&self) -> Arity {
         Arity::Exactly(0)
+    }
+    fn key_includes_item_id(&self) -> bool {
+        true
     }
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "max_pixels": self.params.max_pixels })
@@ -92,7 +97,7 @@ impl Stage for IngestCityscapes {
         items.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(items)
     }
-    fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
+    fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let ip = inputs.file("image")?;
         let what = ip.display().to_string();
         let bytes = png::read_file(ip)?;
@@ -120,6 +125,8 @@ impl Stage for IngestCityscapes {
         out.meta.insert("width".into(), MetaValue::Int(w as i64));
         out.meta.insert("height".into(), MetaValue::Int(h as i64));
         out.meta.insert("px_ignore".into(), MetaValue::Int(ignored as i64));
+        let city = id.split('/').next().unwrap_or(id);
+        out.meta.insert("subject".into(), MetaValue::Str(city.to_string()));
         Ok(out)
     }
 }

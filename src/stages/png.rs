@@ -111,6 +111,17 @@ pub fn read_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(Tensor2<u1
     Ok((img, labels))
 }
 
+/// [`read_pair`] for the networks: the image gray or RGB (`ingest-cityscapes`).
+pub fn read_image_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(crate::tensor::Image, Tensor2<u8>)> {
+    let ip = inputs.file(&format!("{prefix}image"))?;
+    let img = crate::tensor::decode_image(&read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
+    let labels = read_labels(inputs.file(&format!("{prefix}labels"))?)?;
+    if (labels.width, labels.height) != (img.width, img.height) {
+        return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
+    }
+    Ok((img, labels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,6 +189,9 @@ impl Stage for Train {
         let (mut train, mut val) = (Vec::new(), Vec::new());
         let classes = self.spec.classes;
         let mut pixels = vec![0u64; classes];
+        // Class shares from the manifests' per-class pixel counts (`px_<class>`, which merging and
+        // cropping record); inputs without them (e.g. `ingest-cityscapes`) are counted from the label
+        // maps, which are in memory anyway.
         for (k, (item, meta)) in inputs.meta[..n].iter().enumerate() {
             let Some(MetaValue::Str(subject)) = meta.get("subject") else {
                 return Err(item_err!("crop `{item}` has no `subject` column: cannot tell its fold"));
@@ -199,9 +202,19 @@ impl Stage for Train {
             }
             let sample = read_sample(inputs, k, item)?;
             if fold == "train" {
-                for c in &self.table.classes {
-                    if let Some(MetaValue::Int(v)) = meta.get(&format!("px_{}", c.name)) {
-                        pixels[c.id as usize] += *v as u64;
+                let recorded: Vec<Option<u64>> = self.table.classes.iter().map(|c| match meta.get(&format!("px_{}", c.name)) {
+                    Some(MetaValue::Int(v)) => Some(*v as u64),
+                    _ => None,
+                }).collect();
+                if recorded.iter().all(Option::is_some) {
+                    for (c, v) in self.table.classes.iter().zip(recorded) {
+                        pixels[c.id as usize] += v.unwrap_or(0);
+                    }
+                } else {
+                    for &l in &sample.labels.data {
+                        if let Some(p) = pixels.get_mut(l as usize) {
+                            *p += 1;
+                        }
                     }
                 }
                 train.push(sample);
@@ -250,7 +263,7 @@ impl Stage for Train {
 
 /// The image (16-bit `.npy`) and label map (8-bit PNG) of input `k`.
 fn read_sample(inputs: &ItemInputs, k: usize, item: &str) -> Result<Sample> {
-    let (img, lab) = png::read_pair(inputs, &format!("in{k}/")).map_err(|e| item_err!("crop `{item}`: {e}"))?;
+    let (img, lab) = png::read_image_pair(inputs, &format!("in{k}/")).map_err(|e| item_err!("crop `{item}`: {e}"))?;
     Ok(Sample { image: Arc::new(img), labels: Arc::new(lab) })
 }
 

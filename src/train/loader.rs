@@ -1,6 +1,6 @@
 //! The input pipeline of training: random windows of the network's input size, flips and contrast
-//! changes, gray replicated to the network's channels, scaled to [-0.5, 0.5], batched in background
-//! threads while the network trains.
+//! changes (colour images also brightness and saturation), gray replicated to the network's channels,
+//! scaled to [-0.5, 0.5], batched in background threads while the network trains.
 //!
 //! Determinism: the epoch's order is a permutation drawn from `(seed, epoch)` and every batch draws its
 //! augmentations from its own generator seeded by `(seed, epoch, batch index)`. A batch is therefore the
@@ -13,13 +13,13 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::tensor::Tensor2;
+use crate::tensor::{Image, Tensor2};
 
 /// One training example: a whole crop and its label map (the same size).
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// 16-bit gray image.
-    pub image: Arc<Tensor2<u16>>,
+    /// Gray or RGB image.
+    pub image: Arc<Image>,
     /// Class ids.
     pub labels: Arc<Tensor2<u8>>,
 }
@@ -40,7 +40,9 @@ pub struct Shape {
 pub struct Augment {
     /// Horizontal flip with probability 0.5.
     pub flip: bool,
-    /// Contrast scaled about the window's mean by a factor in `[1 − c, 1 + c]`, probability 0.5.
+    /// Contrast scaled about the window's mean by a factor in `[1 − c, 1 + c]`, probability 0.5. Colour
+    /// images also get, each with probability 0.5, a brightness shift in `[−c, c]` and a saturation
+    /// factor in `[1 − c, 1 + c]` (the study's RGB augmentations).
     pub contrast: Option<f32>,
 }
 
@@ -94,29 +96,59 @@ pub fn make_batch(samples: &[Sample], idx: &[usize], shape: Shape, augment: Opti
     let mut rng = ChaCha8Rng::seed_from_u64(rng_seed);
     let mut x = Vec::with_capacity(idx.len() * c * s * s);
     let mut t = Vec::with_capacity(idx.len() * oh * ow);
-    let mut plane = vec![0f32; s * s];
+    let mut planes: Vec<f32> = Vec::new();
     for &i in idx {
         let (img, lab) = (&samples[i].image, &samples[i].labels);
+        let ic = img.channels;
         let (x0, y0) = match augment {
             Some(_) => (rng.random_range(0..=img.width - s), rng.random_range(0..=img.height - s)),
             None => ((img.width - s) / 2, (img.height - s) / 2),
         };
         let flip = augment.is_some_and(|a| a.flip) && rng.random_bool(0.5);
         let contrast = augment.and_then(|a| a.contrast).filter(|_| rng.random_bool(0.5)).map(|c| 1.0 + rng.random_range(-c..=c));
+        // Colour jitter draws come after the gray ones, so gray batches are what they always were.
+        let (brightness, saturation) = match augment.and_then(|a| a.contrast).filter(|_| ic == 3) {
+            Some(c) => {
+                let b = rng.random_bool(0.5).then(|| rng.random_range(-c..=c));
+                (b, rng.random_bool(0.5).then(|| 1.0 + rng.random_range(-c..=c)))
+            }
+            None => (None, None),
+        };
+        planes.clear();
+        planes.resize(ic * s * s, 0.0);
         for y in 0..s {
-            let row = &img.data[(y0 + y) * img.width + x0..][..s];
-            let dst = &mut plane[y * s..(y + 1) * s];
-            for (xx, d) in dst.iter_mut().enumerate() {
-                let src = if flip { row[s - 1 - xx] } else { row[xx] };
-                *d = unit(src);
+            let row = &img.data[((y0 + y) * img.width + x0) * ic..][..s * ic];
+            for xx in 0..s {
+                let sx = if flip { s - 1 - xx } else { xx };
+                for ch in 0..ic {
+                    planes[ch * s * s + y * s + xx] = unit(row[sx * ic + ch]);
+                }
             }
         }
         if let Some(f) = contrast {
-            let mean = plane.iter().sum::<f32>() / plane.len() as f32;
-            plane.iter_mut().for_each(|v| *v = ((*v - mean) * f + mean).clamp(0.0, 1.0));
+            let mean = planes.iter().sum::<f32>() / planes.len() as f32;
+            planes.iter_mut().for_each(|v| *v = ((*v - mean) * f + mean).clamp(0.0, 1.0));
         }
-        for _ in 0..c {
-            x.extend(plane.iter().map(|v| v - CENTRE));
+        if let Some(b) = brightness {
+            planes.iter_mut().for_each(|v| *v = (*v + b).clamp(0.0, 1.0));
+        }
+        if let Some(f) = saturation {
+            let n = s * s;
+            for p in 0..n {
+                let g = (planes[p] + planes[n + p] + planes[2 * n + p]) / 3.0;
+                for ch in 0..3 {
+                    let v = &mut planes[ch * n + p];
+                    *v = (g + (*v - g) * f).clamp(0.0, 1.0);
+                }
+            }
+        }
+        if ic == c {
+            x.extend(planes.iter().map(|v| v - CENTRE));
+        } else {
+            // Gray into a network of `c` channels: the plane replicated, as the study fed its networks.
+            for _ in 0..c {
+                x.extend(planes.iter().map(|v| v - CENTRE));
+            }
         }
         let (my, mx) = ((s - oh) / 2, (s - ow) / 2);
         for y in 0..oh {
@@ -197,7 +229,7 @@ mod tests {
     fn samples(n: usize, side: usize) -> Vec<Sample> {
         (0..n)
             .map(|i| Sample {
-                image: Arc::new(Tensor2 { height: side, width: side + 3, data: (0..side * (side + 3)).map(|p| ((p * 37 + i * 1000) % 65536) as u16).collect() }),
+                image: Arc::new(Image::gray(Tensor2 { height: side, width: side + 3, data: (0..side * (side + 3)).map(|p| ((p * 37 + i * 1000) % 65536) as u16).collect() })),
                 labels: Arc::new(Tensor2 { height: side, width: side + 3, data: (0..side * (side + 3)).map(|p| ((p + i) % 3) as u8).collect() }),
             })
             .collect()

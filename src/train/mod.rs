@@ -159,6 +159,9 @@ pub fn fit(
         }
     }
     for (which, set) in [("training", data.train), ("validation", data.val)] {
+        if let Some(s) = set.iter().find(|s| s.image.channels != 1 && s.image.channels != spec.in_channels) {
+            return Err(crate::item_err!("a {which} image has {} channels but the network takes {}", s.image.channels, spec.in_channels));
+        }
         if let Some(s) = set.iter().find(|s| s.image.width < ih || s.image.height < ih) {
             return Err(crate::item_err!("a {which} crop is {}x{}, smaller than the network input {ih}: use larger crops or a smaller `input`", s.image.width, s.image.height));
         }

@@ -20,7 +20,7 @@ fn toy(n: usize, side: usize, seed: u64) -> Vec<Sample> {
                     lab.push(inside as u8);
                 }
             }
-            Sample { image: Arc::new(Tensor2 { height: side, width: side, data: img }), labels: Arc::new(Tensor2 { height: side, width: side, data: lab }) }
+            Sample { image: Arc::new(crate::tensor::Image::gray(Tensor2 { height: side, width: side, data: img })), labels: Arc::new(Tensor2 { height: side, width: side, data: lab }) }
         })
         .collect()
 }
