@@ -20,6 +20,7 @@ pub mod models;
 pub mod nn;
 pub mod phantom_anatomy;
 pub mod pipeline;
+pub mod chart;
 pub mod pictures;
 pub mod plan;
 pub mod predict;

@@ -130,6 +130,10 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
     let pic = image::open(ws.join("pictures/report-eval.png")).unwrap();
     assert_eq!(r["pictures"][0].as_str().map(|s| s.ends_with("report-eval.png")), Some(true));
     assert!(pic.width() > 3 * 100 && pic.height() > 2 * 100, "{}x{}", pic.width(), pic.height());
+    // ... and the bar chart of the three metrics.
+    let chart = image::open(r["chart"].as_str().expect("a chart path")).unwrap().to_rgb8();
+    assert!(chart.width() >= 400 && chart.height() >= 300, "{}x{}", chart.width(), chart.height());
+    assert!(chart.pixels().any(|p| *p == mammoflow::chart::COLOURS[1]), "no mean IoU bar in the chart");
     let r = run_json(&p, &["--set", "eval.overlap=8"]);
     assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);

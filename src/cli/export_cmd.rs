@@ -1,5 +1,7 @@
 //! `mammoflow export` and `mammoflow report`: the study's tables and its comparison with the paper.
 
+use anyhow::Context;
+
 use super::args::{ExportArgs, ReportArgs};
 use crate::export;
 
@@ -57,5 +59,11 @@ pub(crate) fn table(p: &crate::Pipeline, fold: Option<&str>) -> anyhow::Result<s
     for path in &pictures {
         println!("picture: {} (image | truth | prediction, fold `{fold}`)", path.display());
     }
-    Ok(serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json, "pictures": pictures }))
+    let chart = crate::chart::metrics_chart(&chosen, &format!("{}: {} FOLD (%)", p.name, fold));
+    let dir = p.workspace.join("pictures");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let chart_path = dir.join(format!("metrics-{fold}.png"));
+    chart.save(&chart_path).with_context(|| format!("writing {}", chart_path.display()))?;
+    println!("chart: {} (pixel accuracy, mean IoU, mean class accuracy per model)", chart_path.display());
+    Ok(serde_json::json!({ "pipeline": p.name, "fold": fold, "models": json, "pictures": pictures, "chart": chart_path }))
 }
