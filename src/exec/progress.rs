@@ -33,7 +33,9 @@ impl StageProgress {
     /// Starts reporting a stage with `total` items to compute.
     pub fn start(mode: ProgressMode, name: &str, total: u64) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let bar = (mode == ProgressMode::Auto && tty && total > 0).then(|| {
+        // A stage of one item (split, a training) shows no bar of its own: 0/1 says nothing, and a
+        // training draws its epochs' bars.
+        let bar = (mode == ProgressMode::Auto && tty && total > 1).then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
                 ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")

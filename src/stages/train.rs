@@ -234,13 +234,8 @@ impl Stage for Train {
         }
         let state = self.state_root.join(format!("{}-{}", self.id, &h.finalize().to_hex()[..16]));
         let t0 = std::time::Instant::now();
-        let (id, epochs) = (self.id.clone(), self.hyper.epochs);
-        let mut report = |l: &train::EpochLog| {
-            eprintln!(
-                "{id}: epoch {}/{epochs}  lr {:.2e}  loss {:.4}  val loss {:.4}  val mIoU {:.4}  {:.1} img/s  {:.0} s",
-                l.epoch, l.lr, l.train_loss, l.val_loss, l.val_miou, l.images_per_s, l.seconds
-            )
-        };
+        let mut progress = EpochProgress::new(&self.id, self.hyper.epochs);
+        let mut report = |e: train::Event<'_>| progress.event(e);
         let fitted = train::fit(&self.spec, &self.hyper, &data, init.as_deref(), Some(&state), None, &mut report)?.expect("no epoch limit was given");
         let mut out = ItemOutput::default();
         let best = &fitted.log[fitted.best_epoch.max(1) - 1];
@@ -258,6 +253,57 @@ impl Stage for Train {
         // The item is about to be stored: its resume state is no longer needed.
         let _ = std::fs::remove_dir_all(&state);
         Ok(out)
+    }
+}
+
+/// Progress of a training on stderr: on a terminal a bar per epoch (batches, running loss, images/s,
+/// ETA), otherwise a line every 30 s; a line per finished epoch in both cases.
+struct EpochProgress {
+    id: String,
+    epochs: usize,
+    bar: Option<indicatif::ProgressBar>,
+    tty: bool,
+    last_line: std::time::Instant,
+}
+
+impl EpochProgress {
+    fn new(id: &str, epochs: usize) -> Self {
+        use std::io::IsTerminal;
+        EpochProgress { id: id.to_string(), epochs, bar: None, tty: std::io::stderr().is_terminal(), last_line: std::time::Instant::now() }
+    }
+
+    fn event(&mut self, e: train::Event<'_>) {
+        match e {
+            train::Event::Batch { epoch, done, total, loss, images_per_s } => {
+                if self.tty {
+                    let bar = self.bar.get_or_insert_with(|| {
+                        let b = indicatif::ProgressBar::new(total as u64);
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches ETA {eta} {msg}")
+                                .expect("valid template")
+                                .progress_chars("=> "),
+                        );
+                        b.set_prefix(format!("{} {epoch}/{}", self.id, self.epochs));
+                        b
+                    });
+                    bar.set_position(done as u64);
+                    bar.set_message(format!("loss {loss:.4}  {images_per_s:.1} img/s"));
+                } else if self.last_line.elapsed().as_secs() >= 30 {
+                    self.last_line = std::time::Instant::now();
+                    eprintln!("{}: epoch {epoch}/{}  batch {done}/{total}  loss {loss:.4}  {images_per_s:.1} img/s", self.id, self.epochs);
+                }
+            }
+            train::Event::Epoch(l) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                self.last_line = std::time::Instant::now();
+                eprintln!(
+                    "{}: epoch {}/{}  lr {:.2e}  loss {:.4}  val loss {:.4}  val mIoU {:.4}  {:.1} img/s  {:.0} s",
+                    self.id, l.epoch, self.epochs, l.lr, l.train_loss, l.val_loss, l.val_miou, l.images_per_s, l.seconds
+                );
+            }
+        }
     }
 }
 

@@ -89,6 +89,16 @@ pub struct EpochLog {
     pub seconds: f64,
 }
 
+/// What a training tells its caller while it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A training batch finished: `done` of `total` in epoch `epoch` (1-based), the mean loss so far
+    /// in this epoch and the images per second.
+    Batch { epoch: usize, done: usize, total: usize, loss: f64, images_per_s: f64 },
+    /// An epoch finished (validation included).
+    Epoch(&'a EpochLog),
+}
+
 /// The data of one training.
 pub struct Data<'a> {
     /// Training samples (crops at least the network's input size).
@@ -134,7 +144,7 @@ const MOMENTUM_PREFIX: &str = "momentum/";
 /// Trains `spec` on `data`. `init`: a checkpoint whose variables of the same names start the training
 /// (the previous stage of FCN32 -> 16 -> 8 or Dilation10 front -> context -> global). `state`: the
 /// resume folder. `max_epochs_now` stops after that many epochs in this call (a simulated kill, for
-/// tests), returning `Ok(None)`. `report` hears every finished epoch.
+/// tests), returning `Ok(None)`. `report` hears every finished batch and epoch.
 pub fn fit(
     spec: &ModelSpec,
     hyper: &Hyper,
@@ -142,7 +152,7 @@ pub fn fit(
     init: Option<&Path>,
     state: Option<&Path>,
     max_epochs_now: Option<usize>,
-    report: &mut dyn FnMut(&EpochLog),
+    report: &mut dyn FnMut(Event<'_>),
 ) -> crate::Result<Option<Fitted>> {
     let err = |what: &str, e: &dyn std::fmt::Display| crate::item_err!("{what}: {e}");
     let device = Device::Cpu;
@@ -219,6 +229,7 @@ pub fn fit(
         let t0 = Instant::now();
         let order = epoch_order(data.train.len(), hyper.seed, epoch);
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
+        let total = data.train.len().div_ceil(hyper.batch);
         for_each_batch(data.train, &order, hyper.batch, shape, Some(hyper.augment), mix(&[hyper.seed, epoch as u64, 1]), 1, |k, b| {
             crate::nn::kernels::elementwise::set_dropout_seed(mix(&[hyper.seed, epoch as u64, k as u64, 2]));
             let x = Tensor::from_vec(b.x, (b.n, shape.channels, ih, ih), &device).map_err(|e| err("batch", &e))?;
@@ -232,6 +243,8 @@ pub fn fit(
             opt.backward_step(&loss).map_err(|e| err("backward pass", &e))?;
             loss_sum += l * b.n as f64;
             seen += b.n;
+            let images_per_s = seen as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+            report(Event::Batch { epoch: epoch + 1, done: k + 1, total, loss: loss_sum / seen as f64, images_per_s });
             Ok(())
         })?;
         let train_secs = t0.elapsed().as_secs_f64();
@@ -255,7 +268,7 @@ pub fn fit(
             (false, Monitor::ValMiou) => m.mean_iou.unwrap_or(f64::NEG_INFINITY),
             (false, Monitor::ValLoss) => -val_loss,
         };
-        report(&line);
+        report(Event::Epoch(&line));
         progress.log.push(line);
         progress.epochs_done = epoch + 1;
         if score > progress.best_score {

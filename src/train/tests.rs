@@ -60,11 +60,20 @@ fn init_file(dir: &Path) -> PathBuf {
 fn a_small_deeplab_learns_discs_and_logs_every_epoch() {
     let (train, val) = (toy(32, 72, 1), toy(6, 72, 2));
     let data = Data { train: &train, val: &val, weights: vec![0.3, 0.7], ignore: Some(255) };
-    let mut heard = 0;
+    let (mut heard, mut batches) = (0, Vec::new());
     let s = ModelSpec { width: 0.125, input: Some([64, 64]), ..ModelSpec::new(Arch::Deeplabv3) };
     let h = Hyper { lr: 0.02, ..hyper(8) };
-    let fitted = fit(&s, &h, &data, None, None, None, &mut |_| heard += 1).unwrap().unwrap();
+    let fitted = fit(&s, &h, &data, None, None, None, &mut |e| match e {
+        Event::Epoch(_) => heard += 1,
+        Event::Batch { epoch, done, total, loss, .. } => batches.push((epoch, done, total, loss)),
+    })
+    .unwrap()
+    .unwrap();
     assert_eq!((fitted.log.len(), heard), (8, 8));
+    // 32 images in batches of 4: every batch of every epoch is heard, the running loss is finite.
+    assert_eq!(batches.len(), 8 * 8);
+    assert!(batches.iter().all(|&(_, done, total, loss)| total == 8 && (1..=8).contains(&done) && loss.is_finite()));
+    assert_eq!(batches.last().map(|b| (b.0, b.1)), Some((8, 8)));
     let (first, last) = (&fitted.log[0], &fitted.log[7]);
     assert!(last.train_loss < 0.8 * first.train_loss, "loss {} -> {}", first.train_loss, last.train_loss);
     assert_eq!(fitted.log[2].lr, 0.01, "x0.5 every 2 epochs");
@@ -85,7 +94,7 @@ fn a_training_killed_after_an_epoch_resumes_to_the_same_weights() {
     let state = dir.path().join("b");
     assert!(fit(&spec(), &hyper(3), &data, Some(&init), Some(&state), Some(1), &mut |_| {}).unwrap().is_none());
     let mut resumed_epochs = Vec::new();
-    let resumed = fit(&spec(), &hyper(3), &data, Some(&init), Some(&state), None, &mut |l| resumed_epochs.push(l.epoch)).unwrap().unwrap();
+    let resumed = fit(&spec(), &hyper(3), &data, Some(&init), Some(&state), None, &mut |e| if let Event::Epoch(l) = e { resumed_epochs.push(l.epoch) }).unwrap().unwrap();
     assert_eq!(resumed_epochs, vec![2, 3], "only the missing epochs run");
     // Everything but the timings.
     let strip = |log: &[EpochLog]| log.iter().map(|l| EpochLog { images_per_s: 0.0, seconds: 0.0, ..l.clone() }).collect::<Vec<_>>();
