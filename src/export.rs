@@ -58,11 +58,42 @@ pub struct FoldScore {
     pub class_names: Vec<String>,
 }
 
+/// Where the tables come from: a pipeline's stages and workspace, and which evaluate stages to
+/// tabulate (all of them, or those an `export` stage names).
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    /// Pipeline name (a column of `metrics`).
+    pub name: &'a str,
+    /// The pipeline file, for messages.
+    pub path: &'a Path,
+    /// Its workspace.
+    pub workspace: &'a Path,
+    /// Its stages (at least the evaluate stages and every stage they read from).
+    pub stages: &'a [StageDef],
+    /// `None`: every evaluate stage.
+    pub evals: Option<&'a [String]>,
+}
+
+impl<'a> Source<'a> {
+    /// Every evaluate stage of a pipeline.
+    pub fn of(p: &'a Pipeline) -> Self {
+        Source { name: &p.name, path: &p.path, workspace: &p.workspace, stages: &p.stages, evals: None }
+    }
+    /// The evaluate stages tabulated.
+    pub(crate) fn evaluations(&self) -> impl Iterator<Item = &'a StageDef> + '_ {
+        self.stages.iter().filter(|s| s.kind == "evaluate" && self.evals.is_none_or(|e| e.contains(&s.id)))
+    }
+    /// The train stages behind them.
+    fn trainings(&self) -> impl Iterator<Item = &'a StageDef> + '_ {
+        self.stages.iter().filter(|t| t.kind == "train" && (self.evals.is_none() || self.evaluations().any(|e| e.inputs.get(1) == Some(&t.id))))
+    }
+}
+
 fn err(m: impl std::fmt::Display) -> crate::Error {
     crate::Error::Execution(m.to_string())
 }
 
-pub(crate) fn records(p: &Pipeline, stage: &str) -> crate::Result<Vec<Record>> {
+pub(crate) fn records(p: &Source<'_>, stage: &str) -> crate::Result<Vec<Record>> {
     let path = p.workspace.join("manifests").join(format!("{stage}.parquet"));
     if !path.exists() {
         return Err(err(format!("stage `{stage}` has not run yet (no {}): `mammoflow run {}` first", path.display(), p.path.display())));
@@ -70,16 +101,16 @@ pub(crate) fn records(p: &Pipeline, stage: &str) -> crate::Result<Vec<Record>> {
     manifest::read(&path)
 }
 
-pub(crate) fn output(p: &Pipeline, r: &Record, role: &str) -> Option<PathBuf> {
+pub(crate) fn output(p: &Source<'_>, r: &Record, role: &str) -> Option<PathBuf> {
     r.outputs.iter().find(|o| o.role == role).map(|o| p.workspace.join(&o.file))
 }
 
-pub(crate) fn stage<'a>(p: &'a Pipeline, id: &str) -> crate::Result<&'a StageDef> {
+pub(crate) fn stage<'a>(p: &Source<'a>, id: &str) -> crate::Result<&'a StageDef> {
     p.stages.iter().find(|s| s.id == id).ok_or_else(|| err(format!("no stage `{id}`")))
 }
 
 /// subject -> fold from a `split` stage's assignment.
-pub(crate) fn folds(p: &Pipeline, split: &str) -> crate::Result<HashMap<String, String>> {
+pub(crate) fn folds(p: &Source<'_>, split: &str) -> crate::Result<HashMap<String, String>> {
     let recs = records(p, split)?;
     let r = recs.iter().find(|r| r.status == Status::Ok).ok_or_else(|| err(format!("split `{split}` has no assignment")))?;
     let path = output(p, r, "assignment").ok_or_else(|| err("the assignment has no file"))?;
@@ -105,15 +136,15 @@ struct ImageRow {
 }
 
 /// Every model's figures per fold.
-pub fn scores(p: &Pipeline) -> crate::Result<Vec<FoldScore>> {
+pub fn scores(p: &Source<'_>) -> crate::Result<Vec<FoldScore>> {
     Ok(evaluations(p)?.0)
 }
 
 /// Every model's figures per fold, and every evaluated image: one read of each manifest and matrix.
-fn evaluations(p: &Pipeline) -> crate::Result<(Vec<FoldScore>, Vec<ImageRow>)> {
+fn evaluations(p: &Source<'_>) -> crate::Result<(Vec<FoldScore>, Vec<ImageRow>)> {
     let mut out = Vec::new();
     let mut images = Vec::new();
-    for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
+    for e in p.evaluations() {
         let t = stage(p, &e.inputs[1])?;
         let split = stage(p, &t.inputs[1])?;
         let folds = folds(p, &split.id)?;
@@ -162,7 +193,7 @@ fn model_name(params: &serde_json::Value) -> String {
     serde_json::from_value::<crate::models::ModelSpec>(params["model"].clone()).map_or_else(|_| "?".into(), |s| s.arch.name().to_string())
 }
 
-fn read_confusion(p: &Pipeline, r: &Record) -> crate::Result<Confusion> {
+fn read_confusion(p: &Source<'_>, r: &Record) -> crate::Result<Confusion> {
     let path = output(p, r, "confusion").ok_or_else(|| err(format!("evaluation item {} has no confusion matrix", r.item_id)))?;
     let bytes = std::fs::read(&path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let s: StoredConfusion = serde_json::from_slice(&bytes).map_err(|e| err(format!("{}: {e}", path.display())))?;
@@ -170,13 +201,13 @@ fn read_confusion(p: &Pipeline, r: &Record) -> crate::Result<Confusion> {
 }
 
 /// Builds the four tables of a pipeline whose evaluate stages have run.
-pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
+pub fn tables(p: &Source<'_>) -> crate::Result<Tables> {
     let (scores, images) = evaluations(p)?;
     let pe = |e: PolarsError| err(format!("building a table: {e}"));
     let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
     // metrics: fixed columns, then iou_/dice_ per class of the widest table.
     let mut cols: Vec<Column> = vec![
-        Column::new("pipeline".into(), scores.iter().map(|_| p.name.clone()).collect::<Vec<_>>()),
+        Column::new("pipeline".into(), scores.iter().map(|_| p.name.to_string()).collect::<Vec<_>>()),
         Column::new("model".into(), scores.iter().map(|s| s.model.clone()).collect::<Vec<_>>()),
         Column::new("train_stage".into(), scores.iter().map(|s| s.train_stage.clone()).collect::<Vec<_>>()),
         Column::new("eval_stage".into(), scores.iter().map(|s| s.eval_stage.clone()).collect::<Vec<_>>()),
@@ -250,7 +281,7 @@ pub fn tables(p: &Pipeline) -> crate::Result<Tables> {
     .map_err(pe)?;
 
     let mut logs: Vec<DataFrame> = Vec::new();
-    for t in p.stages.iter().filter(|s| s.kind == "train") {
+    for t in p.trainings() {
         let Ok(recs) = records(p, &t.id) else { continue };
         let model = model_name(&t.stage.params());
         for r in recs.into_iter().filter(|r| r.status == Status::Ok) {

@@ -42,6 +42,11 @@ id = "eval"
 kind = "evaluate"
 inputs = ["merge", "train"]
 params = {{ overlap = 16 }}
+
+[[stage]]
+id = "tables"
+kind = "export"
+inputs = ["eval"]
 "#,
             classes.display(),
             epochs
@@ -134,10 +139,19 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
     let chart = image::open(r["chart"].as_str().expect("a chart path")).unwrap().to_rgb8();
     assert!(chart.width() >= 400 && chart.height() >= 300, "{}x{}", chart.width(), chart.height());
     assert!(chart.pixels().any(|p| *p == mammoflow::chart::COLOURS[1]), "no mean IoU bar in the chart");
+    // The export stage stored the same metrics table as the command wrote.
+    let stored = &manifest_rows(&ws, "tables")[0];
+    let f = stored.outputs.iter().find(|o| o.role == "metrics").unwrap();
+    let staged = polars::prelude::ParquetReader::new(std::fs::File::open(ws.join(&f.file)).unwrap()).finish().unwrap();
+    assert!(staged.equals_missing(&metrics), "{staged}\n{metrics}");
+    // Evaluation params: evaluation and export recompute, training does not.
+    let computed = |r: &serde_json::Value| ["train", "eval", "tables"].map(|s| stage(r, s)["computed"].as_u64().unwrap());
     let r = run_json(&p, &["--set", "eval.overlap=8"]);
-    assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
+    assert_eq!(computed(&r), [0, 8, 1], "{r}");
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);
-    assert_eq!((stage(&r, "train")["computed"].as_u64(), stage(&r, "eval")["computed"].as_u64()), (Some(0), Some(8)), "{r}");
+    assert_eq!(computed(&r), [0, 8, 1], "{r}");
+    let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);
+    assert_eq!(computed(&r), [0, 0, 0], "{r}");
 }
 
 #[test]

@@ -17,10 +17,10 @@ pub(crate) fn dag(a: DagArgs) -> anyhow::Result<i32> {
         println!("}}");
     } else {
         println!("pipeline {} (workspace {})", p.name, p.workspace.display());
-        for (i, s) in p.stages.iter().enumerate().filter(|(i, _)| selected[*i]) {
-            let _ = i;
+        let w = p.stages.iter().map(|s| s.id.len()).max().unwrap_or(0).max(16);
+        for (_, s) in p.stages.iter().enumerate().filter(|(i, _)| selected[*i]) {
             let from = if s.inputs.is_empty() { "(source)".to_string() } else { format!("<- {}", s.inputs.join(", ")) };
-            println!("  {:<16} {:<14} {from}", s.id, s.kind);
+            println!("  {:<w$} {:<14} {from}", s.id, s.kind);
         }
     }
     Ok(0)

@@ -33,8 +33,9 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
         eprintln!("warning: {w}");
     }
     if !a.quiet || !a.json {
+        let w = report.stages.iter().map(|s| s.id.len()).max().unwrap_or(0).max(16);
         for s in &report.stages {
-            println!("{:<16} {:>6} items  {:>6} computed  {:>6} cached  {:>5} failed  {:>8.2} s", s.id, s.items, s.computed, s.cached, s.failed, s.seconds);
+            println!("{:<w$} {:>6} items  {:>6} computed  {:>6} cached  {:>5} failed  {:>8.2} s", s.id, s.items, s.computed, s.cached, s.failed, s.seconds);
         }
         println!("total: {} computed, {} cached, {} failed", report.computed, report.cached, report.failed);
         for p in &report.pictures {

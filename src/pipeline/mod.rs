@@ -71,6 +71,7 @@ struct RawStage {
 }
 
 /// One stage as declared, with its built implementation.
+#[derive(Clone)]
 pub struct StageDef {
     /// The stage id (unique in the pipeline).
     pub id: String,
@@ -215,7 +216,17 @@ impl Pipeline {
         let mut stages_out = Vec::with_capacity(order.len());
         for &i in &order {
             let s = &raw.stages[i];
-            let ctx = BuildCtx { stage_id: s.id.get_ref(), pipeline_file: path, base_dir: &base_dir, seed: raw.pipeline.seed, workspace: &workspace };
+            let inputs: Vec<String> = s.inputs.iter().map(|x| x.get_ref().clone()).collect();
+            let ctx = BuildCtx {
+                stage_id: s.id.get_ref(),
+                pipeline_file: path,
+                pipeline_name: &raw.pipeline.name,
+                base_dir: &base_dir,
+                seed: raw.pipeline.seed,
+                workspace: &workspace,
+                inputs: &inputs,
+                earlier: &stages_out,
+            };
             let built = stages::build(s.kind.get_ref(), &tables[i], &ctx).map_err(|e| {
                 let overridden = opts.overrides.iter().find(|o| o.stage == *s.id.get_ref() && e.key.as_deref().is_some_and(|k| o.key_path.first().map(String::as_str) == Some(k)));
                 if let Some(o) = overridden {

@@ -13,6 +13,7 @@ mod balanced_crop;
 mod center_crop;
 mod contact_sheet;
 pub mod evaluate;
+mod export;
 mod ingest_cityscapes;
 mod ingest_dicom;
 mod ingest_png;
@@ -37,6 +38,7 @@ pub use balanced_crop::BalancedCrop;
 pub use center_crop::CenterCrop;
 pub use contact_sheet::ContactSheet;
 pub use evaluate::Evaluate;
+pub use export::Export;
 pub use ingest_cityscapes::IngestCityscapes;
 pub use ingest_dicom::IngestDicom;
 pub use ingest_png::IngestPng;
@@ -46,7 +48,7 @@ pub use split::Split;
 pub use train::Train;
 
 /// Every stage kind a pipeline may name.
-pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet", "train", "evaluate"];
+pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet", "train", "evaluate", "export"];
 
 /// What a stage needs to know at build time.
 pub struct BuildCtx<'a> {
@@ -54,12 +56,19 @@ pub struct BuildCtx<'a> {
     pub stage_id: &'a str,
     /// The pipeline file (for `${MAMMOFLOW_DATA}`'s default).
     pub pipeline_file: &'a Path,
+    /// `[pipeline] name`.
+    pub pipeline_name: &'a str,
     /// Relative paths in params are relative to this folder (the pipeline file's).
     pub base_dir: &'a Path,
     /// The pipeline's seed.
     pub seed: u64,
     /// The workspace (for per-workspace state such as the pseudonym key).
     pub workspace: &'a Path,
+    /// The stage's declared inputs (stage ids).
+    pub inputs: &'a [String],
+    /// The stages built before this one (every upstream stage among them): a stage that reports on
+    /// others (`export`) finds the trainings and splits behind its inputs here.
+    pub earlier: &'a [crate::pipeline::StageDef],
 }
 
 impl BuildCtx<'_> {
@@ -136,6 +145,8 @@ pub enum Arity {
     ZeroOrOne,
     /// From `.0` to `.1` upstream stages.
     Between(usize, usize),
+    /// This many or more.
+    AtLeast(usize),
 }
 
 impl Arity {
@@ -145,6 +156,7 @@ impl Arity {
             Arity::Exactly(k) => n == k,
             Arity::ZeroOrOne => n <= 1,
             Arity::Between(a, b) => (a..=b).contains(&n),
+            Arity::AtLeast(a) => n >= a,
         }
     }
     /// For messages.
@@ -155,6 +167,7 @@ impl Arity {
             Arity::Exactly(k) => format!("exactly {k} input stages"),
             Arity::ZeroOrOne => "zero or one input stage".into(),
             Arity::Between(a, b) => format!("{a} to {b} input stages"),
+            Arity::AtLeast(a) => format!("at least {a} input stage{}", if a == 1 { "" } else { "s" }),
         }
     }
 }
@@ -279,6 +292,7 @@ pub fn build(kind: &str, params: &toml::Table, ctx: &BuildCtx<'_>) -> Result<Arc
         "center-crop" => Arc::new(CenterCrop::new(parse_params(params)?)?),
         "train" => Arc::new(Train::new(parse_params(params)?, ctx)?),
         "evaluate" => Arc::new(Evaluate::new(parse_params(params)?, ctx)?),
+        "export" => Arc::new(Export::new(parse_params(params)?, ctx)?),
         other => return Err(ParamError { message: format!("unknown stage kind `{other}`"), key: None, hint: None }),
     })
 }

@@ -190,3 +190,20 @@ params = {{ classes = "{}" }}
         classes.display()
     )
 }
+
+/// A copy of shipped pipeline `name` (`pipelines/<name>.toml`) up to the line `marker`, with the class
+/// tables it names, under `dir`: the preparation stages of a real-data pipeline without its trainings.
+#[allow(dead_code)]
+pub fn shipped_pipeline_before(dir: &Path, name: &str, marker: &str, tables: &[&str]) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join(format!("pipelines/{name}.toml"))).unwrap();
+    let cut = text.find(marker).unwrap_or_else(|| panic!("the marker {marker:?} in pipelines/{name}.toml"));
+    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
+    std::fs::create_dir_all(dir.join("configs")).unwrap();
+    for t in tables {
+        std::fs::copy(repo.join("configs").join(t), dir.join("configs").join(t)).unwrap();
+    }
+    let p = dir.join(format!("pipelines/{name}.toml"));
+    std::fs::write(&p, &text[..cut]).unwrap();
+    p
+}
