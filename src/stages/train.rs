@@ -279,15 +279,15 @@ impl EpochProgress {
                     let bar = self.bar.get_or_insert_with(|| {
                         let b = indicatif::ProgressBar::new(total as u64);
                         b.set_style(
-                            indicatif::ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} batches ETA {eta} {msg}")
+                            indicatif::ProgressStyle::with_template("{prefix} [{bar:20}] {pos}/{len} {msg} ETA {eta}")
                                 .expect("valid template")
                                 .progress_chars("=> "),
                         );
                         b.set_prefix(format!("{} {epoch}/{}", self.id, self.epochs));
                         b
                     });
+                    bar.set_message(format!("loss {loss:.4} {images_per_s:.1} img/s"));
                     bar.set_position(done as u64);
-                    bar.set_message(format!("loss {loss:.4}  {images_per_s:.1} img/s"));
                 } else if self.last_line.elapsed().as_secs() >= 30 {
                     self.last_line = std::time::Instant::now();
                     eprintln!("{}: epoch {epoch}/{}  batch {done}/{total}  loss {loss:.4}  {images_per_s:.1} img/s", self.id, self.epochs);
