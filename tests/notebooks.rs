@@ -36,48 +36,11 @@ fn venv() -> PathBuf {
     dir
 }
 
-fn pipeline(dir: &Path) -> PathBuf {
-    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
-    let head = labelled_phantom_head("nb", 5, "count = 8, width = 160, height = 192");
-    write_pipeline(
-        dir,
-        "nb.toml",
-        &format!(
-            r#"{head}
-[[stage]]
-id = "split"
-kind = "split"
-inputs = ["merge"]
-params = {{ train = 0.5, val = 0.25 }}
-
-[[stage]]
-id = "crop"
-kind = "balanced-crop"
-inputs = ["merge"]
-params = {{ classes = "{0}", sizes = [80], per_image = 2 }}
-
-[[stage]]
-id = "train"
-kind = "train"
-inputs = ["crop", "split"]
-params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = 2, batch = 4, lr = 0.01, patience = 0 }}
-
-[[stage]]
-id = "evaluate"
-kind = "evaluate"
-inputs = ["merge", "train"]
-params = {{ overlap = 16 }}
-"#,
-            classes.display()
-        ),
-    )
-}
-
 #[test]
 fn every_notebook_runs_top_to_bottom_on_an_exported_pipeline() {
     let venv = venv();
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path());
+    let p = trained_phantom_pipeline(dir.path(), 2);
     let r = run_json(&p, &[]);
     assert_eq!(r["failed"], 0, "{r}");
     let ws = dir.path().join("ws");

@@ -11,49 +11,6 @@ use mammoflow::stages::MetaValue;
 use polars::prelude::SerReader;
 use util::*;
 
-fn pipeline(dir: &Path, epochs: usize) -> std::path::PathBuf {
-    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
-    let head = labelled_phantom_head("t", 11, "count = 8, width = 160, height = 192");
-    write_pipeline(
-        dir,
-        "t.toml",
-        &format!(
-            r#"{head}
-[[stage]]
-id = "split"
-kind = "split"
-inputs = ["merge"]
-params = {{ train = 0.5, val = 0.25 }}
-
-[[stage]]
-id = "crop"
-kind = "balanced-crop"
-inputs = ["merge"]
-params = {{ classes = "{0}", sizes = [80], per_image = 2 }}
-
-[[stage]]
-id = "train"
-kind = "train"
-inputs = ["crop", "split"]
-params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = {1}, batch = 4, lr = 0.01, patience = 0 }}
-
-[[stage]]
-id = "eval"
-kind = "evaluate"
-inputs = ["merge", "train"]
-params = {{ overlap = 16 }}
-
-[[stage]]
-id = "tables"
-kind = "export"
-inputs = ["eval"]
-"#,
-            classes.display(),
-            epochs
-        ),
-    )
-}
-
 fn int(m: &MetaValue) -> i64 {
     match m {
         MetaValue::Int(v) => *v,
@@ -64,7 +21,7 @@ fn int(m: &MetaValue) -> i64 {
 #[test]
 fn train_stage_trains_on_the_train_fold_stores_checkpoints_and_is_cached() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), 2);
+    let p = trained_phantom_pipeline(dir.path(), 2);
     let r = run_json(&p, &[]);
     assert_eq!(r["failed"], 0, "{r}");
     assert_eq!(stage(&r, "train")["computed"], 1);
@@ -95,7 +52,7 @@ fn train_stage_trains_on_the_train_fold_stores_checkpoints_and_is_cached() {
 #[test]
 fn evaluation_scores_every_image_and_its_params_never_retrain() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), 1);
+    let p = trained_phantom_pipeline(dir.path(), 1);
     let r = run_json(&p, &[]);
     assert_eq!(r["failed"], 0, "{r}");
     let ws = dir.path().join("ws");
@@ -157,7 +114,7 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
 #[test]
 fn predict_and_evaluate_commands_use_a_checkpoint_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), 1);
+    let p = trained_phantom_pipeline(dir.path(), 1);
     assert_eq!(run_json(&p, &["--until", "train"])["failed"], 0);
     let ws = dir.path().join("ws");
     let train = &manifest_rows(&ws, "train")[0];
@@ -202,7 +159,7 @@ fn a_train_stage_starts_from_an_earlier_one_by_variable_name() {
     // FCN32 -> FCN16 -> FCN8 and Dilation10 front -> context -> global chain trainings this way. With a
     // learning rate of 0 the second training must end exactly where the first one's best epoch was.
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(dir.path(), 1);
+    let p = trained_phantom_pipeline(dir.path(), 1);
     let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
     let mut text = std::fs::read_to_string(&p).unwrap();
     text.push_str(&format!(

@@ -207,3 +207,49 @@ pub fn shipped_pipeline_before(dir: &Path, name: &str, marker: &str, tables: &[&
     std::fs::write(&p, &text[..cut]).unwrap();
     p
 }
+
+/// 8 labelled phantom women -> split 4 / 2 / 2 -> 2 crops each -> a small DeepLabv3 trained `epochs`
+/// epochs (`train`) -> every image scored (`eval`) -> the tables (`tables`).
+#[allow(dead_code)]
+pub fn trained_phantom_pipeline(dir: &Path, epochs: usize) -> PathBuf {
+    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    let head = labelled_phantom_head("t", 11, "count = 8, width = 160, height = 192");
+    write_pipeline(
+        dir,
+        "t.toml",
+        &format!(
+            r#"{head}
+[[stage]]
+id = "split"
+kind = "split"
+inputs = ["merge"]
+params = {{ train = 0.5, val = 0.25 }}
+
+[[stage]]
+id = "crop"
+kind = "balanced-crop"
+inputs = ["merge"]
+params = {{ classes = "{0}", sizes = [80], per_image = 2 }}
+
+[[stage]]
+id = "train"
+kind = "train"
+inputs = ["crop", "split"]
+params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = {1}, batch = 4, lr = 0.01, patience = 0 }}
+
+[[stage]]
+id = "eval"
+kind = "evaluate"
+inputs = ["merge", "train"]
+params = {{ overlap = 16 }}
+
+[[stage]]
+id = "tables"
+kind = "export"
+inputs = ["eval"]
+"#,
+            classes.display(),
+            epochs
+        ),
+    )
+}
