@@ -9,20 +9,21 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<i32> {
         eprintln!("warning: {w}");
     }
     let (mut fresh, mut stale, mut failed) = (0, 0, 0);
+    let w = stages.iter().map(|s| s.id.len()).max().unwrap_or(0).max(16);
     for s in &stages {
         fresh += s.fresh;
         stale += s.stale;
         failed += s.failed;
-        println!("{:<16} {:>6} items  {:>6} fresh  {:>6} stale  {:>5} failed", s.id, s.items, s.fresh, s.stale, s.failed);
+        println!("{:<w$} {:>6} items  {:>6} fresh  {:>6} stale  {:>5} failed", s.id, s.items, s.fresh, s.stale, s.failed);
         if !a.json {
             for (reason, n) in &s.reasons {
-                println!("{:<16}   {n} {reason}", "");
+                println!("{:<w$}   {n} {reason}", "");
             }
             for it in s.stale_items.iter().take(10) {
-                println!("{:<16}     {} ({})", "", it.item, it.reason);
+                println!("{:<w$}     {} ({})", "", it.item, it.reason);
             }
             if s.stale_items.len() > 10 {
-                println!("{:<16}     ... and {} more (see --json)", "", s.stale_items.len() - 10);
+                println!("{:<w$}     ... and {} more (see --json)", "", s.stale_items.len() - 10);
             }
         }
     }
