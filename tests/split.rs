@@ -1,4 +1,5 @@
-//! `split` on mini-MIAS: both images of a woman on one side; 70/30 within one subject.
+//! `split` on mini-MIAS: both images of a woman on one side; train / val / test 60 / 10 / 30 % of the
+//! women, each within one subject.
 
 mod util;
 
@@ -35,7 +36,10 @@ fn mias_split_keeps_each_woman_on_one_side() {
     let n = side.len() as f64;
     let train = side.values().filter(|f| *f == "train").count() as f64;
     assert!(n < 80.0, "pairs share a subject: {n} subjects for 80 images");
-    assert!((train - 0.7 * n).abs() <= 1.0, "{train} of {n} subjects in train");
+    let val = side.values().filter(|f| *f == "val").count() as f64;
+    assert!((train - 0.6 * n).abs() <= 1.0, "{train} of {n} subjects in train");
+    assert!((val - 0.1 * n).abs() <= 1.0, "{val} of {n} subjects in val");
+    assert!(side.values().all(|f| ["train", "val", "test"].contains(&f.as_str())));
     // the split runs on the un-augmented images and nothing downstream depends on it
     assert!(!ws.join("manifests/crop.parquet").exists());
 }
