@@ -19,8 +19,7 @@ const TILE: u32 = 256;
 /// Writes `report-<evaluate stage>.png` for every evaluate stage: up to four images of `fold` (sorted
 /// ids), each as [image | truth | prediction]. Returns the paths.
 pub fn truth_vs_prediction(p: &Pipeline, fold: &str) -> crate::Result<Vec<PathBuf>> {
-    let pipeline = p;
-    let p = &crate::export::Source::of(pipeline);
+    let p = &crate::export::Source::of(p);
     let err = |m: String| crate::Error::Execution(m);
     let mut written = Vec::new();
     for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
@@ -74,7 +73,7 @@ pub fn truth_vs_prediction(p: &Pipeline, fold: &str) -> crate::Result<Vec<PathBu
                 imageops::replace(&mut sheet, &small, k as i64 * (TILE + gap) as i64, y0);
             }
         }
-        let dir = pipeline.workspace.join("pictures");
+        let dir = p.workspace.join("pictures");
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(format!("report-{}.png", e.id));
         sheet.save(&path).map_err(|e| err(format!("writing {}: {e}", path.display())))?;

@@ -4,30 +4,14 @@
 
 mod util;
 
-use std::path::Path;
-
 use util::*;
-
-/// The shipped pipeline's data preparation: the file up to its training stages (which take 20 minutes),
-/// written beside a copy of its class table so every relative path resolves as in the repository.
-fn prep_pipeline(dir: &Path) -> std::path::PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(repo.join("pipelines/ddsm-tissue.toml")).unwrap();
-    let cut = text.find("\n# The study's networks").expect("the training stages' marker comment in pipelines/ddsm-tissue.toml");
-    std::fs::create_dir_all(dir.join("pipelines")).unwrap();
-    std::fs::create_dir_all(dir.join("configs")).unwrap();
-    std::fs::copy(repo.join("configs/classes-ddsm-tissue.toml"), dir.join("configs/classes-ddsm-tissue.toml")).unwrap();
-    let p = dir.join("pipelines/ddsm-tissue.toml");
-    std::fs::write(&p, &text[..cut]).unwrap();
-    p
-}
 
 #[test]
 fn one_changed_png_is_exactly_one_stale_item() {
     let dir = tempfile::tempdir().unwrap();
     copy_ddsm(dir.path(), None);
     let ws = dir.path().join("ws");
-    let p = prep_pipeline(dir.path());
+    let p = shipped_pipeline_before(dir.path(), "ddsm-tissue", "\n# The study's networks", &["classes-ddsm-tissue.toml"]);
     let ps = p.to_str().unwrap();
     let wss = ws.to_str().unwrap();
     // MAMMOFLOW_DATA points the shipped pipeline's preparation stages at the temp copy

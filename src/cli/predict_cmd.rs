@@ -36,7 +36,12 @@ fn images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 fn read_image(path: &Path) -> anyhow::Result<Image> {
     let bytes = png::read_file(path)?;
     let what = path.display().to_string();
-    let colour = image::load_from_memory(&bytes).map(|i| i.color().has_color()).unwrap_or(false);
+    // The colour type is in the header: decode once, as colour or through the gray path.
+    let colour = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+        .is_some_and(|d| image::ImageDecoder::color_type(&d).has_color());
     if colour {
         let img = image::load_from_memory(&bytes).with_context(|| format!("decoding {what}"))?.to_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);

@@ -192,7 +192,8 @@ params = {{ classes = "{}" }}
 }
 
 /// A copy of shipped pipeline `name` (`pipelines/<name>.toml`) up to the line `marker`, with the class
-/// tables it names, under `dir`: the preparation stages of a real-data pipeline without its trainings.
+/// tables it names, under `dir` so every relative path resolves as in the repository: the preparation
+/// stages of a real-data pipeline without its trainings (which take many minutes).
 #[allow(dead_code)]
 pub fn shipped_pipeline_before(dir: &Path, name: &str, marker: &str, tables: &[&str]) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
