@@ -1,17 +1,27 @@
 //! Planning: which items of which stages are fresh, which are stale and why, with no work done.
 //!
-//! Keys depend only on kinds, versions, params and input keys (or source content hashes), so the key of
-//! every item of every stage can be computed before anything runs: an item whose upstream is stale gets a
-//! new key at once. [`plan`] is a pure function of the pipeline, the known records and two lookups
-//! (source hashes, output validity); `status` prints its result and `run` executes it.
+//! An item's key covers its stage's kind, code version and params, the content hashes of its source
+//! files, and the *results* of the upstream items it reads: a digest of their output objects (whose
+//! names are content hashes) and metadata ([`Record::digest`]). Keying on results rather than on
+//! upstream keys gives early cutoff: an upstream item recomputed to the same bytes (a split whose
+//! assignment did not change, say) leaves everything below it fresh.
+//!
+//! So a key is known as soon as the results it reads are known. [`plan`] keys every item whose upstream
+//! items are all fresh; an item that reads a stale one is [`ItemState::Pending`] until that one has run,
+//! and the executor settles it then ([`Plan::settle`]), finding it fresh or stale. Before keying, a stage
+//! may narrow an item's inputs to those that determine it (`train` keeps the crops of the training and
+//! validation folds, so an edited test image never retrains: [`crate::stages::Stage::narrow`]).
+//!
+//! [`plan`] is a pure function of the pipeline, the known records and two lookups (source hashes, output
+//! validity); `status` prints its result and `run` executes it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 use crate::hash::{cache_key, hash_value, KeyParts};
-use crate::pipeline::Pipeline;
-use crate::stages::InputSpec;
+use crate::pipeline::{Pipeline, StageDef};
+use crate::stages::{InputSpec, UpstreamResults};
 use crate::store::{OutputRef, Record, Status};
 
 /// Why an item must be (re)computed.
@@ -57,6 +67,37 @@ pub enum ItemState {
     FreshFailed(Record),
     /// Must be computed.
     Stale(Reason),
+    /// Reads an upstream item that is stale (or itself pending): keyed once that one has run, when it
+    /// may turn out fresh (the upstream result came out the same) or stale. The reason is what it will
+    /// most likely be: a new item, or its upstream changed.
+    Pending(Reason),
+}
+
+impl ItemState {
+    /// Why the item is (or may be) recomputed: a pending item's upstream item is.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            ItemState::Stale(r) => Some(*r),
+            ItemState::Pending(r) => Some(*r),
+            ItemState::Fresh(_) | ItemState::FreshFailed(_) => None,
+        }
+    }
+}
+
+/// One input of a planned item, as the stage declared it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlannedInput {
+    /// A source file or a per-item value: `(role, content hash)` as keyed.
+    Fixed(String, String),
+    /// An upstream item: which of the stage's inputs, its pipeline stage index, its item id.
+    Upstream {
+        /// Index among the stage's declared inputs.
+        input: usize,
+        /// Pipeline stage index.
+        stage: usize,
+        /// Item id.
+        item: String,
+    },
 }
 
 /// One item of a stage, planned.
@@ -64,15 +105,18 @@ pub enum ItemState {
 pub struct PlannedItem {
     /// Item id.
     pub id: String,
-    /// Cache key.
+    /// Cache key (empty while pending).
     pub key: String,
-    /// `(role, key or content hash)` as hashed into the key.
+    /// `(role, content hash or upstream result digest)` as hashed into the key (empty while pending).
     pub key_inputs: Vec<(String, String)>,
     /// Source files by role (role without the `src:` prefix).
     pub sources: Vec<(String, PathBuf)>,
-    /// Upstream items: `(stage index in the pipeline, item id)`.
+    /// Upstream items the item reads, `(stage index in the pipeline, item id)`: every declared one
+    /// while pending, those the stage kept ([`crate::stages::Stage::narrow`]) once keyed.
     pub upstream: Vec<(usize, String)>,
-    /// Fresh or stale.
+    /// Inputs as declared.
+    pub inputs: Vec<PlannedInput>,
+    /// Fresh, stale or pending.
     pub state: ItemState,
 }
 
@@ -87,20 +131,129 @@ pub struct StagePlan {
     pub version: u32,
     /// Items, sorted by id.
     pub items: Vec<PlannedItem>,
+    /// What is recorded for this stage (manifest and journal), by item id.
+    known: HashMap<String, Record>,
+    /// Recorded key -> id of the record to reuse for it (an ok one before a failure).
+    by_key: HashMap<String, String>,
 }
 
 impl StagePlan {
-    /// Counts: (fresh ok, stale, cached failures).
+    /// Counts: (fresh ok, stale or pending, cached failures).
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for i in &self.items {
             match i.state {
                 ItemState::Fresh(_) => c.0 += 1,
-                ItemState::Stale(_) => c.1 += 1,
+                ItemState::Stale(_) | ItemState::Pending(_) => c.1 += 1,
                 ItemState::FreshFailed(_) => c.2 += 1,
             }
         }
         c
+    }
+
+    /// Keys item `j` from the results of its upstream items and finds it fresh or stale. `result`
+    /// gives an upstream item's record when it is known; when one is not, the item stays pending,
+    /// or, with `last_chance` (the executor, whose upstream stages are done), is keyed as reading a
+    /// missing result (its task then fails naming that item).
+    fn settle(&mut self, sd: &StageDef, j: usize, result: &Results<'_>, objects: &dyn Objects, retry_failed: bool, last_chance: bool) {
+        let it = &self.items[j];
+        let mut ups: Vec<Upstream<'_>> = Vec::new();
+        for inp in &it.inputs {
+            if let PlannedInput::Upstream { input, stage, item } = inp {
+                let record = result(*stage, item);
+                if record.is_none() && !last_chance {
+                    let why = if self.known.contains_key(&self.items[j].id) { Reason::UpstreamChanged } else { Reason::NewItem };
+                    self.items[j].state = ItemState::Pending(why);
+                    return;
+                }
+                ups.push(Upstream { input: *input, item: item.clone(), record });
+            }
+        }
+        // A stage narrows only complete, successful inputs: otherwise it reads them all and fails
+        // naming the one that failed. An error while narrowing keeps every input too (and the item's
+        // own run reports it).
+        let keep = if ups.iter().all(|u| u.record.is_some_and(|r| r.status == Status::Ok)) {
+            sd.stage.narrow(&it.id, &UpstreamView { ups: &ups, objects }).ok().flatten().filter(|k| k.len() == ups.len())
+        } else {
+            None
+        };
+        let mut key_inputs = Vec::with_capacity(it.inputs.len());
+        let mut upstream = Vec::with_capacity(ups.len());
+        let mut ordinal: HashMap<usize, usize> = HashMap::new();
+        let mut k = 0;
+        for inp in &it.inputs {
+            match inp {
+                PlannedInput::Fixed(role, hash) => key_inputs.push((role.clone(), hash.clone())),
+                PlannedInput::Upstream { input, stage, item } => {
+                    let u = &ups[k];
+                    k += 1;
+                    if keep.as_ref().is_some_and(|m| !m[k - 1]) {
+                        continue;
+                    }
+                    let n = ordinal.entry(*input).or_insert(0);
+                    key_inputs.push((format!("in{input}.{n}"), u.record.map_or_else(|| "missing".to_string(), Record::digest)));
+                    *n += 1;
+                    upstream.push((*stage, item.clone()));
+                }
+            }
+        }
+        let key = cache_key(&KeyParts {
+            kind: sd.stage.kind(),
+            version: self.version,
+            params_hash: &self.params_hash,
+            inputs: &key_inputs,
+            item_id: sd.stage.key_includes_item_id().then_some(it.id.as_str()),
+        });
+        let state = match self.by_key.get(&key).and_then(|id| self.known.get(id)) {
+            Some(r) if r.status == Status::Ok && r.outputs.iter().all(|o| objects.output_ok(o)) => ItemState::Fresh(with_id(r, &it.id)),
+            Some(r) if r.status == Status::Failed && !retry_failed => ItemState::FreshFailed(with_id(r, &it.id)),
+            Some(r) if r.status == Status::Failed => ItemState::Stale(Reason::RetryFailed),
+            Some(_) => ItemState::Stale(Reason::OutputMissing),
+            None => ItemState::Stale(match self.known.get(&it.id) {
+                None => Reason::NewItem,
+                Some(prev) => why_changed(prev, self.version, &self.params_hash, &key_inputs),
+            }),
+        };
+        let it = &mut self.items[j];
+        it.key = key;
+        it.key_inputs = key_inputs;
+        it.upstream = upstream;
+        it.state = state;
+    }
+}
+
+/// An upstream item's record when it is known: `(pipeline stage index, item id) -> record`.
+pub type Results<'a> = dyn Fn(usize, &str) -> Option<&'a Record> + 'a;
+
+/// One upstream item of an item being keyed.
+struct Upstream<'a> {
+    input: usize,
+    item: String,
+    record: Option<&'a Record>,
+}
+
+/// What [`crate::stages::Stage::narrow`] sees of the upstream items.
+struct UpstreamView<'a, 'b> {
+    ups: &'a [Upstream<'b>],
+    objects: &'a dyn Objects,
+}
+
+impl UpstreamResults for UpstreamView<'_, '_> {
+    fn len(&self) -> usize {
+        self.ups.len()
+    }
+    fn input(&self, i: usize) -> usize {
+        self.ups[i].input
+    }
+    fn item(&self, i: usize) -> &str {
+        &self.ups[i].item
+    }
+    fn meta(&self, i: usize) -> Option<&std::collections::BTreeMap<String, crate::stages::MetaValue>> {
+        self.ups[i].record.filter(|r| r.status == Status::Ok).map(|r| &r.meta)
+    }
+    fn file(&self, i: usize, role: &str) -> Option<PathBuf> {
+        let r = self.ups[i].record?;
+        r.outputs.iter().find(|o| o.role == role).map(|o| self.objects.object_path(&o.file))
     }
 }
 
@@ -109,6 +262,8 @@ impl StagePlan {
 pub struct Plan {
     /// Planned stages.
     pub stages: Vec<StagePlan>,
+    /// Whether cached failures are recomputed.
+    retry_failed: bool,
 }
 
 impl Plan {
@@ -116,101 +271,111 @@ impl Plan {
     pub fn stage(&self, stage: usize) -> Option<&StagePlan> {
         self.stages.iter().find(|s| s.stage == stage)
     }
-    /// Number of stale items over all stages.
+    /// Number of stale and pending items over all stages.
     pub fn stale(&self) -> usize {
         self.stages.iter().map(|s| s.counts().1).sum()
     }
+    /// Keys item `j` of `stages[k]` again now that its upstream stages have run (`result` knows every
+    /// upstream record there is): a pending item becomes fresh or stale; a fresh one whose upstream
+    /// item was recomputed stays fresh if that result came out the same.
+    pub fn settle(&mut self, pipeline: &Pipeline, k: usize, j: usize, result: &Results<'_>, objects: &dyn Objects) {
+        let retry = self.retry_failed;
+        let sp = &mut self.stages[k];
+        let sd = &pipeline.stages[sp.stage];
+        sp.settle(sd, j, result, objects, retry, true);
+    }
+}
+
+/// The workspace's objects, as the planner sees them.
+pub trait Objects {
+    /// Whether a recorded output object is present and intact enough to reuse.
+    fn output_ok(&self, out: &OutputRef) -> bool;
+    /// The absolute path of a workspace-relative object file.
+    fn object_path(&self, file: &str) -> PathBuf;
 }
 
 /// Lookups the planner needs from the outside world.
-pub trait PlanEnv {
+pub trait PlanEnv: Objects {
     /// Content hash of a source file.
     fn source_hash(&mut self, path: &std::path::Path) -> String;
-    /// Whether a recorded output object is present and intact enough to reuse.
-    fn output_ok(&self, out: &OutputRef) -> bool;
 }
 
 /// Plans the selected stages.
 ///
 /// `known[i]` holds what is recorded for stage `i` (manifest + journal), by item id.
-pub fn plan(pipeline: &Pipeline, selected: &[bool], known: &[HashMap<String, Record>], retry_failed: bool, env: &mut dyn PlanEnv) -> Result<Plan> {
+pub fn plan(pipeline: &Pipeline, selected: &[bool], known: Vec<HashMap<String, Record>>, retry_failed: bool, env: &mut dyn PlanEnv) -> Result<Plan> {
+    let mut known = known;
+    known.resize_with(pipeline.stages.len(), HashMap::new);
     let mut stages: Vec<StagePlan> = Vec::new();
-    // stage index -> (item id -> key) for upstream lookups
-    let mut keys: HashMap<usize, HashMap<String, String>> = HashMap::new();
-    let mut ids: HashMap<usize, Vec<String>> = HashMap::new();
+    // pipeline stage index -> (position in `stages`, item id -> position in its items)
+    let mut index: HashMap<usize, (usize, HashMap<String, usize>)> = HashMap::new();
     for (si, sd) in pipeline.stages.iter().enumerate() {
         if !selected[si] {
             continue;
         }
         let stage = &sd.stage;
-        let params_hash = hash_value(&stage.params());
-        let version = stage.version();
-        let upstream_ids: Vec<&[String]> = sd.input_idx.iter().map(|u| ids.get(u).map(Vec::as_slice).unwrap_or(&[])).collect();
-        let specs = stage.items(&upstream_ids).map_err(|e| Error::Execution(format!("stage `{}`: {e}", sd.id)))?;
-        let mut by_key: HashMap<&str, &Record> = HashMap::new();
-        for r in known[si].values() {
-            by_key.entry(r.key.as_str()).and_modify(|cur| {
-                if cur.status != Status::Ok && r.status == Status::Ok {
-                    *cur = r;
-                }
-            }).or_insert(r);
-        }
+        let upstream_ids: Vec<Vec<String>> =
+            sd.input_idx.iter().map(|u| index.get(u).map(|(k, _)| stages[*k].items.iter().map(|i| i.id.clone()).collect()).unwrap_or_default()).collect();
+        let upstream_refs: Vec<&[String]> = upstream_ids.iter().map(Vec::as_slice).collect();
+        let specs = stage.items(&upstream_refs).map_err(|e| Error::Execution(format!("stage `{}`: {e}", sd.id)))?;
         let mut items = Vec::with_capacity(specs.len());
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for spec in specs {
             if !seen.insert(spec.id.clone()) {
                 return Err(Error::Execution(format!("stage `{}` produced item id `{}` twice", sd.id, spec.id)));
             }
-            let mut key_inputs = Vec::new();
+            let mut inputs = Vec::with_capacity(spec.inputs.len());
             let mut sources = Vec::new();
             let mut upstream = Vec::new();
-            let mut ordinal: HashMap<usize, usize> = HashMap::new();
             for input in &spec.inputs {
                 match input {
                     InputSpec::Source { role, path } => {
-                        key_inputs.push((format!("src:{role}"), env.source_hash(path)));
+                        inputs.push(PlannedInput::Fixed(format!("src:{role}"), env.source_hash(path)));
                         sources.push((role.clone(), path.clone()));
                     }
                     InputSpec::Value { role, value } => {
-                        key_inputs.push((format!("val:{role}"), crate::hash::hash_bytes(value.as_bytes())));
+                        inputs.push(PlannedInput::Fixed(format!("val:{role}"), crate::hash::hash_bytes(value.as_bytes())));
                     }
                     InputSpec::Upstream { upstream: u, item } => {
                         let up_stage = *sd.input_idx.get(*u).ok_or_else(|| Error::Execution(format!("stage `{}` names input {u}, which it does not have", sd.id)))?;
-                        let k = keys.get(&up_stage).and_then(|m| m.get(item)).ok_or_else(|| {
-                            Error::Execution(format!("stage `{}` item `{}` needs `{}/{item}`, which does not exist", sd.id, spec.id, pipeline.stages[up_stage].id))
-                        })?;
-                        let n = ordinal.entry(*u).or_insert(0);
-                        key_inputs.push((format!("in{u}.{n}"), k.clone()));
-                        *n += 1;
+                        if !index.get(&up_stage).is_some_and(|(_, ids)| ids.contains_key(item)) {
+                            return Err(Error::Execution(format!("stage `{}` item `{}` needs `{}/{item}`, which does not exist", sd.id, spec.id, pipeline.stages[up_stage].id)));
+                        }
+                        inputs.push(PlannedInput::Upstream { input: *u, stage: up_stage, item: item.clone() });
                         upstream.push((up_stage, item.clone()));
                     }
                 }
             }
-            let key = cache_key(&KeyParts {
-                kind: stage.kind(),
-                version,
-                params_hash: &params_hash,
-                inputs: &key_inputs,
-                item_id: stage.key_includes_item_id().then_some(spec.id.as_str()),
-            });
-            let state = match by_key.get(key.as_str()) {
-                Some(r) if r.status == Status::Ok && r.outputs.iter().all(|o| env.output_ok(o)) => ItemState::Fresh(with_id(r, &spec.id)),
-                Some(r) if r.status == Status::Failed && !retry_failed => ItemState::FreshFailed(with_id(r, &spec.id)),
-                Some(r) if r.status == Status::Failed => ItemState::Stale(Reason::RetryFailed),
-                Some(_) => ItemState::Stale(Reason::OutputMissing),
-                None => ItemState::Stale(match known[si].get(&spec.id) {
-                    None => Reason::NewItem,
-                    Some(prev) => why_changed(prev, version, &params_hash, &key_inputs),
-                }),
-            };
-            items.push(PlannedItem { id: spec.id, key, key_inputs, sources, upstream, state });
+            items.push(PlannedItem { id: spec.id, key: String::new(), key_inputs: Vec::new(), sources, upstream, inputs, state: ItemState::Pending(Reason::NewItem) });
         }
         items.sort_by(|a, b| a.id.cmp(&b.id));
-        keys.insert(si, items.iter().map(|i| (i.id.clone(), i.key.clone())).collect());
-        ids.insert(si, items.iter().map(|i| i.id.clone()).collect());
-        stages.push(StagePlan { stage: si, params_hash, version, items });
+        let known_here = std::mem::take(&mut known[si]);
+        let mut by_key: HashMap<String, String> = HashMap::with_capacity(known_here.len());
+        for r in known_here.values() {
+            match by_key.get(&r.key).and_then(|id| known_here.get(id)) {
+                Some(cur) if cur.status == Status::Ok || r.status != Status::Ok => {}
+                _ => {
+                    by_key.insert(r.key.clone(), r.item_id.clone());
+                }
+            }
+        }
+        let mut sp = StagePlan { stage: si, params_hash: hash_value(&stage.params()), version: stage.version(), items, known: known_here, by_key };
+        {
+            let result = |s: usize, item: &str| -> Option<&Record> {
+                let (k, ids) = index.get(&s)?;
+                match &stages[*k].items[*ids.get(item)?].state {
+                    ItemState::Fresh(r) | ItemState::FreshFailed(r) => Some(r),
+                    ItemState::Stale(_) | ItemState::Pending(_) => None,
+                }
+            };
+            for j in 0..sp.items.len() {
+                sp.settle(sd, j, &result, env, retry_failed, false);
+            }
+        }
+        index.insert(si, (stages.len(), sp.items.iter().enumerate().map(|(j, i)| (i.id.clone(), j)).collect()));
+        stages.push(sp);
     }
-    Ok(Plan { stages })
+    Ok(Plan { stages, retry_failed })
 }
 
 /// A cached record reused under another item id keeps the new id.

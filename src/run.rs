@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::exec::{self, Cluster, Driver, ProgressMode, StageSummary};
 use crate::pipeline::Pipeline;
-use crate::plan::{self, ItemState, Plan, PlanEnv, Reason};
+use crate::plan::{self, ItemState, Objects, Plan, PlanEnv, Reason};
 use crate::store::{Cas, OutputRef, Record, StatCache, Status, Workspace, WorkspaceLock};
 
 /// Options of `run`.
@@ -53,8 +53,14 @@ impl PlanEnv for DiskEnv<'_> {
     fn source_hash(&mut self, path: &Path) -> String {
         self.stat.hash(path)
     }
+}
+
+impl Objects for DiskEnv<'_> {
     fn output_ok(&self, out: &OutputRef) -> bool {
         Cas::looks_valid(&self.ws.root, &out.file, out.size)
+    }
+    fn object_path(&self, file: &str) -> std::path::PathBuf {
+        self.ws.root.join(file)
     }
 }
 
@@ -105,7 +111,7 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
         known.push(by_id);
     }
     let mut env = DiskEnv { ws, stat: StatCache::load(&ws.statcache()) };
-    let mut plan = plan::plan(pipeline, &selected, &known, retry_failed, &mut env)?;
+    let mut plan = plan::plan(pipeline, &selected, known, retry_failed, &mut env)?;
     if verify_inputs {
         verify_stale_inputs(&mut plan, ws);
     }
@@ -119,7 +125,7 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
                 || rows != sp.items.len()
                 || sp.items.iter().any(|it| match &it.state {
                     ItemState::Fresh(r) | ItemState::FreshFailed(r) => mk.get(&it.id) != Some(&(r.key.clone(), r.status)),
-                    ItemState::Stale(_) => true,
+                    ItemState::Stale(_) | ItemState::Pending(_) => true,
                 })
         })
         .collect();
@@ -139,7 +145,7 @@ fn verify_stale_inputs(plan: &mut Plan, ws: &Workspace) {
     let mut checked: HashMap<&str, bool> = HashMap::new();
     let mut corrupt: Vec<(usize, usize)> = Vec::new();
     let mut queue: Vec<(usize, usize)> =
-        plan.stages.iter().enumerate().flat_map(|(k, sp)| sp.items.iter().enumerate().filter(|(_, i)| matches!(i.state, ItemState::Stale(_))).map(move |(j, _)| (k, j))).collect();
+        plan.stages.iter().enumerate().flat_map(|(k, sp)| sp.items.iter().enumerate().filter(|(_, i)| matches!(i.state, ItemState::Stale(_) | ItemState::Pending(_))).map(move |(j, _)| (k, j))).collect();
     let mut seen: std::collections::HashSet<(usize, usize)> = queue.iter().copied().collect();
     // a newly stale item makes its own inputs worth checking: walk until nothing new turns stale
     while let Some((k, j)) = queue.pop() {
@@ -239,7 +245,7 @@ pub fn status(pipeline: &Pipeline, until: Option<&str>) -> Result<(Vec<StageStat
             let mut reasons = std::collections::BTreeMap::new();
             let mut stale_items = Vec::new();
             for it in &sp.items {
-                if let ItemState::Stale(r) = it.state {
+                if let Some(r) = it.state.reason() {
                     *reasons.entry(r.as_str().to_string()).or_insert(0) += 1;
                     stale_items.push(StaleItem { item: it.id.clone(), reason: r.as_str().to_string() });
                 }

@@ -105,8 +105,10 @@ fn evaluation_scores_every_image_and_its_params_never_retrain() {
     let computed = |r: &serde_json::Value| ["train", "eval", "tables"].map(|s| stage(r, s)["computed"].as_u64().unwrap());
     let r = run_json(&p, &["--set", "eval.overlap=8"]);
     assert_eq!(computed(&r), [0, 8, 1], "{r}");
+    // One epoch: the last checkpoint is the best one, so every image scores as before and the tables,
+    // keyed by the evaluation results, are not rebuilt (early cutoff).
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);
-    assert_eq!(computed(&r), [0, 8, 1], "{r}");
+    assert_eq!(computed(&r), [0, 8, 0], "{r}");
     let r = run_json(&p, &["--set", "eval.overlap=8", "--set", "eval.checkpoint=\"last\""]);
     assert_eq!(computed(&r), [0, 0, 0], "{r}");
 }
@@ -303,4 +305,66 @@ params = {{ overlap = 16 }}
     for k in ["pixel_accuracy", "mean_iou", "mean_class_accuracy"] {
         assert!(model[k].as_f64().is_some_and(|v| (0.0..=100.0).contains(&v)), "{k}: {r}");
     }
+}
+
+/// Writes the images and masks of a phantom workspace's `phantom` stage as a folder `ingest-png` reads
+/// (`images/<id>.png`, `masks/<id>_<region>.png`).
+fn phantom_folder(ws: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest.join("images")).unwrap();
+    std::fs::create_dir_all(dest.join("masks")).unwrap();
+    for row in manifest_rows(ws, "phantom") {
+        for o in &row.outputs {
+            let to = match o.role.strip_prefix("mask:") {
+                Some(region) => dest.join(format!("masks/{}_{region}.png", row.item_id)),
+                None => dest.join(format!("images/{}.png", row.item_id)),
+            };
+            std::fs::copy(ws.join(&o.file), to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn editing_a_test_image_rescores_it_and_never_retrains() {
+    let dir = tempfile::tempdir().unwrap();
+    // The trained phantom pipeline, with its images read from a folder instead of the phantom stage.
+    let p = trained_phantom_pipeline(dir.path(), 1);
+    assert_eq!(run_json(&p, &["--until", "phantom"])["failed"], 0);
+    let data = dir.path().join("data");
+    phantom_folder(&dir.path().join("ws"), &data);
+    let text = std::fs::read_to_string(&p).unwrap();
+    let from_folder = text.replacen("inputs = [\"phantom\"]\nparams = {", &format!("params = {{ root = \"{}\",", data.display()), 1);
+    assert_ne!(from_folder, text, "the ingest stage of the trained phantom pipeline reads the phantom stage");
+    let p = write_pipeline(dir.path(), "folder.toml", &from_folder);
+    let r = run_json(&p, &[]);
+    assert_eq!((r["failed"].as_u64(), stage(&r, "train")["computed"].as_u64()), (Some(0), Some(1)), "{r}");
+    let ws = dir.path().join("ws");
+    let assignment = manifest_rows(&ws, "split")[0].outputs[0].file.clone();
+    let folds = mammoflow::stages::split::read_assignment(&ws.join(assignment)).unwrap();
+    let image_of = |fold: &str| {
+        let subject = folds.iter().filter(|(_, f)| *f == fold).map(|(s, _)| s.clone()).min().unwrap();
+        data.join(format!("images/{subject}.png"))
+    };
+    let brighten = |path: &Path| {
+        let mut img = image::open(path).unwrap().to_luma16();
+        for px in img.pixels_mut() {
+            px.0[0] = px.0[0].saturating_add(3000);
+        }
+        img.save(path).unwrap();
+    };
+    let computed = |r: &serde_json::Value| ["ingest", "split", "crop", "train", "eval", "tables"].map(|s| stage(r, s)["computed"].as_u64().unwrap());
+
+    // A test image: it is ingested, merged and cropped again, the split recomputes to the same
+    // assignment, the training is not redone, and only that image is scored again.
+    brighten(&image_of("test"));
+    let st = status_json(&p, &[]);
+    assert_eq!(stage(&st, "ingest")["stale"], 1, "{st}");
+    let r = run_json(&p, &[]);
+    assert_eq!(r["failed"], 0, "{r}");
+    assert_eq!(computed(&r), [1, 1, 2, 0, 1, 1], "{r}");
+    assert_eq!(status_json(&p, &[])["stale"], 0);
+
+    // A training image does retrain (its crops are among the training's inputs).
+    brighten(&image_of("train"));
+    let r = run_json(&p, &[]);
+    assert_eq!(computed(&r), [1, 1, 2, 1, 8, 1], "{r}");
 }

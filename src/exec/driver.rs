@@ -1,7 +1,7 @@
 //! The driver: turns a plan into tasks stage by stage, journals results as they arrive and writes each
 //! stage's manifest when the stage is complete.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use super::progress::{ProgressMode, StageProgress};
 use super::task::{Done, Task};
 use crate::error::{IoContext, Result};
 use crate::pipeline::Pipeline;
-use crate::plan::{ItemState, Plan};
+use crate::plan::{ItemState, Objects, Plan};
 use crate::store::journal::Journal;
 use crate::store::{manifest, Record, Status, Workspace};
 
@@ -40,6 +40,8 @@ pub struct Driver {
     must_write: Vec<bool>,
     /// Latest record of every item, by pipeline stage index.
     latest: HashMap<usize, HashMap<String, Record>>,
+    /// Items computed in this run, by pipeline stage index: their downstream items are keyed again.
+    recomputed: HashMap<usize, HashSet<String>>,
     mode: ProgressMode,
     journal: Option<Journal>,
     progress: Option<StageProgress>,
@@ -70,6 +72,7 @@ impl Driver {
             plan,
             must_write,
             latest,
+            recomputed: HashMap::new(),
             mode,
             journal: None,
             progress: None,
@@ -86,15 +89,17 @@ impl Driver {
         self.plan.stages.len()
     }
 
-    /// Starts epoch `k`: returns the tasks of the stale items of `plan.stages[k]`.
+    /// Starts epoch `k`: keys the items that waited on upstream results (and those whose upstream item
+    /// was recomputed), then returns the tasks of the stale items of `plan.stages[k]`.
     pub fn begin_stage(&mut self, k: usize) -> Vec<Task> {
         self.started = Instant::now();
         self.computed = 0;
         self.new_failed = 0;
+        self.settle(k);
         let sp = &self.plan.stages[k];
         let sd = &self.pipeline.stages[sp.stage];
         let mut tasks = Vec::new();
-        for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_))) {
+        for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_) | ItemState::Pending(_))) {
             let mut files: Vec<(String, String)> = it.sources.iter().map(|(r, p)| (r.clone(), p.to_string_lossy().into_owned())).collect();
             let mut upstream_failed = None;
             let mut upstream_meta = Vec::with_capacity(it.upstream.len());
@@ -147,8 +152,48 @@ impl Driver {
         if let Some(p) = self.progress.as_mut() {
             p.inc(failed);
         }
+        self.recomputed.entry(stage).or_default().insert(record.item_id.clone());
         self.latest.entry(stage).or_default().insert(record.item_id.clone(), record);
         Ok(())
+    }
+
+    /// Keys the pending items of `plan.stages[k]` and those reading an item recomputed in this run,
+    /// now that every upstream stage is done: each turns fresh (its upstream results came out as
+    /// recorded: early cutoff) or stale.
+    fn settle(&mut self, k: usize) {
+        let recomputed = &self.recomputed;
+        let todo: Vec<usize> = self.plan.stages[k]
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| matches!(it.state, ItemState::Pending(_)) || it.upstream.iter().any(|(s, i)| recomputed.get(s).is_some_and(|set| set.contains(i))))
+            .map(|(j, _)| j)
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let objects = WorkspaceObjects(&self.ws);
+        let mut fresh = Vec::new();
+        {
+            let latest = &self.latest;
+            let result = |s: usize, item: &str| latest.get(&s).and_then(|m| m.get(item));
+            for j in todo {
+                let before = self.plan.stages[k].items[j].key.clone();
+                self.plan.settle(&self.pipeline, k, j, &result, &objects);
+                let it = &self.plan.stages[k].items[j];
+                if let ItemState::Fresh(r) | ItemState::FreshFailed(r) = &it.state {
+                    if it.key != before {
+                        self.must_write[k] = true;
+                    }
+                    fresh.push(r.clone());
+                }
+            }
+        }
+        let stage = self.plan.stages[k].stage;
+        let m = self.latest.entry(stage).or_default();
+        for r in fresh {
+            m.insert(r.item_id.clone(), r);
+        }
     }
 
     /// Ends epoch `k`: writes the manifest if anything changed, drops the journal, records the summary.
@@ -202,5 +247,17 @@ impl Driver {
             self.finish_stage(k)?;
         }
         Ok(())
+    }
+}
+
+/// Objects of a workspace, for keying items during a run.
+pub(crate) struct WorkspaceObjects<'a>(pub &'a crate::store::Workspace);
+
+impl Objects for WorkspaceObjects<'_> {
+    fn output_ok(&self, out: &crate::store::OutputRef) -> bool {
+        crate::store::Cas::looks_valid(&self.0.root, &out.file, out.size)
+    }
+    fn object_path(&self, file: &str) -> std::path::PathBuf {
+        self.0.root.join(file)
     }
 }

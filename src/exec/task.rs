@@ -56,6 +56,12 @@ pub fn compute(pipeline: &Pipeline, ws: &Workspace, task: Task) -> Done {
                     p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
                 )),
                 Ok(Err(e)) => Err(e.to_string()),
+                Ok(Ok(out)) if out.meta.keys().any(|k| crate::store::manifest::CORE.contains(&k.as_str())) => {
+                    // A manifest column of the same name would drop it, and the result read back would
+                    // differ from the one computed: refuse, naming the stage's bug.
+                    let k = out.meta.keys().find(|k| crate::store::manifest::CORE.contains(&k.as_str())).cloned().unwrap_or_default();
+                    Err(format!("stage `{}` wrote metadata `{k}`, the name of a manifest column (a bug in the stage)", stage.kind()))
+                }
                 Ok(Ok(out)) => {
                     let cas = ws.cas();
                     let mut refs = Vec::with_capacity(out.files.len());

@@ -225,6 +225,24 @@ impl ItemInputs {
     }
 }
 
+/// The results of an item's upstream items, as [`Stage::narrow`] sees them (in input order).
+pub trait UpstreamResults {
+    /// Number of upstream items.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Which of the stage's declared inputs upstream item `i` comes from.
+    fn input(&self, i: usize) -> usize;
+    /// Its item id.
+    fn item(&self, i: usize) -> &str;
+    /// Its manifest metadata (`None` if it failed).
+    fn meta(&self, i: usize) -> Option<&BTreeMap<String, MetaValue>>;
+    /// The absolute path of its output `role`.
+    fn file(&self, i: usize, role: &str) -> Option<PathBuf>;
+}
+
 /// A metadata value recorded in the manifest (one column per name).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MetaValue {
@@ -273,6 +291,13 @@ pub trait Stage: Send + Sync {
     }
     /// The items this stage produces, from the item ids of each upstream stage (in declared input order).
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>>;
+    /// Which of an item's upstream items determine its result, once their results are known (`None`:
+    /// all of them). Only those enter the key and reach [`Stage::compute`]: `train` keeps the crops of
+    /// the training and validation folds, so an edited test image never retrains. Called only when
+    /// every upstream item succeeded; an error keeps every input (and `compute` reports the problem).
+    fn narrow(&self, _id: &str, _upstream: &dyn UpstreamResults) -> Result<Option<Vec<bool>>> {
+        Ok(None)
+    }
     /// Computes one item.
     fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput>;
 }

@@ -9,8 +9,10 @@
 //!
 //! Outputs: `best` and `last` checkpoints (safetensors; names as the networks' variables, the model
 //! spec in the metadata, so PyTorch loads them by name and `predict` rebuilds the network from the file
-//! alone) and `log` (Parquet, one row per epoch). The key covers every crop's key, the assignment, the
-//! params, the class table, the init checkpoint's key and the code version, like any item.
+//! alone) and `log` (Parquet, one row per epoch). The key covers the results of the training and
+//! validation crops only ([`Stage::narrow`]: test crops are left out once the assignment is known), the
+//! assignment, the params, the class table, the init checkpoint and the code version: an edited test
+//! image, or a split recomputed to the same assignment, never retrains.
 //!
 //! A training killed mid-way resumes: each finished epoch leaves a checkpoint under
 //! `<workspace>/state/train/<stage>-<hash of the inputs and params>/`, and the next `run` continues from
@@ -28,7 +30,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::png;
-use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage, UpstreamResults};
 use crate::classes::ClassTable;
 use crate::error::Result;
 use crate::item_err;
@@ -179,6 +181,25 @@ impl Stage for Train {
         }
         Ok(vec![ItemSpec { id: "model".into(), inputs }])
     }
+    /// Keeps the crops of `train` and `val` subjects (and the assignment and init checkpoint): test crops
+    /// neither enter the key nor reach the training, so editing a test image re-scores it and never
+    /// retrains. A crop without a subject is kept (and `compute` names it).
+    fn narrow(&self, _id: &str, up: &dyn UpstreamResults) -> Result<Option<Vec<bool>>> {
+        let Some(a) = (0..up.len()).find(|&i| up.input(i) == 1) else { return Ok(None) };
+        let path = up.file(a, "assignment").ok_or_else(|| item_err!("the split item `{}` has no `assignment` output", up.item(a)))?;
+        let folds = super::split::read_assignment(&path)?;
+        Ok(Some(
+            (0..up.len())
+                .map(|i| {
+                    up.input(i) != 0
+                        || match up.meta(i).and_then(|m| m.get("subject")) {
+                            Some(MetaValue::Str(s)) => matches!(folds.get(s).map(String::as_str), Some("train" | "val")),
+                            _ => true,
+                        }
+                })
+                .collect(),
+        ))
+    }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         // Inputs: the crops, the assignment, then (optionally) the checkpoint that starts this training.
         let last = inputs.meta.len() - 1;
@@ -233,7 +254,6 @@ impl Stage for Train {
             h.update(path.to_string_lossy().as_bytes());
         }
         let state = self.state_root.join(format!("{}-{}", self.id, &h.finalize().to_hex()[..16]));
-        let t0 = std::time::Instant::now();
         let mut progress = EpochProgress::new(&self.id, self.hyper.epochs);
         let mut report = |e: train::Event<'_>| progress.event(e);
         let fitted = train::fit(&self.spec, &self.hyper, &data, init.as_deref(), Some(&state), None, &mut report)?.expect("no epoch limit was given");
@@ -245,7 +265,6 @@ impl Stage for Train {
         out.meta.insert("val_miou".into(), MetaValue::Float(best.val_miou));
         out.meta.insert("train_images".into(), MetaValue::Int(train.len() as i64));
         out.meta.insert("val_images".into(), MetaValue::Int(val.len() as i64));
-        out.meta.insert("seconds".into(), MetaValue::Float(t0.elapsed().as_secs_f64()));
         out.meta.insert("class_weights".into(), MetaValue::Str(format!("{weights:?}")));
         out.files.push(OutFile { role: "best".into(), ext: "safetensors", bytes: fitted.best });
         out.files.push(OutFile { role: "last".into(), ext: "safetensors", bytes: fitted.last });

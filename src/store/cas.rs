@@ -46,14 +46,19 @@ impl Cas {
         format!("cas/{}/{hash}.{ext}", &hash[..2])
     }
 
-    /// Stores bytes; returns the workspace-relative path. An existing object is not rewritten.
+    /// Stores bytes; returns the workspace-relative path. An existing object is rewritten unless it
+    /// holds exactly these bytes: a same-sized file may be a corrupt copy (a flipped bit, a block
+    /// zeroed by a crash), and keeping it would poison every item that reads it.
     pub fn put(&self, bytes: &[u8], ext: &str) -> Result<String> {
         let hash = hash_bytes(bytes);
         let rel = Self::rel_path(&hash, ext);
         let dest = self.root.parent().expect("cas has a parent").join(&rel);
-        match std::fs::metadata(&dest) {
-            Ok(m) if m.len() == bytes.len() as u64 => {}
-            _ => write_atomic(&self.tmp, &dest, bytes)?,
+        let intact = match std::fs::metadata(&dest) {
+            Ok(m) if m.is_file() && m.len() == bytes.len() as u64 => std::fs::read(&dest).is_ok_and(|old| old == bytes),
+            _ => false,
+        };
+        if !intact {
+            write_atomic(&self.tmp, &dest, bytes)?;
         }
         Ok(rel)
     }
@@ -90,5 +95,8 @@ mod tests {
         assert!(Cas::looks_valid(dir.path(), &a, 5), "same size: the cheap check passes");
         assert!(!Cas::verify(dir.path(), &a), "the full check catches the corruption");
         assert!(!Cas::verify(dir.path(), "cas/xx/missing.bin"));
+        // Storing the same bytes again repairs the corrupt copy instead of trusting its size.
+        assert_eq!(cas.put(b"hello", "bin").unwrap(), a);
+        assert_eq!(std::fs::read(dir.path().join(&a)).unwrap(), b"hello");
     }
 }

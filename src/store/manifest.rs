@@ -15,7 +15,8 @@ use super::record::{OutputRef, Record, Status};
 use crate::error::{Error, Result};
 use crate::stages::MetaValue;
 
-const CORE: &[&str] = &[
+/// The manifest's own columns: a stage's metadata may not use these names (they would be lost).
+pub const CORE: &[&str] = &[
     "item_id", "key", "status", "error", "version", "params_hash", "inputs", "output_roles", "output_files", "output_sizes", "bytes", "seconds",
 ];
 
@@ -237,5 +238,24 @@ mod tests {
         assert!(read(&p).unwrap().is_empty());
         std::fs::write(&p, b"garbage").unwrap();
         assert!(read(&p).is_err());
+    }
+
+    #[test]
+    fn a_result_read_back_has_the_digest_it_was_computed_with() {
+        // Columns widen: an integer beside a float becomes a float, a number beside text becomes text.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.parquet");
+        let rows = vec![
+            rec("a", Status::Ok, &[("share", MetaValue::Int(3)), ("label", MetaValue::Int(7)), ("score", MetaValue::Float(f64::NAN))]),
+            rec("b", Status::Ok, &[("share", MetaValue::Float(0.25)), ("label", MetaValue::Str("x".into()))]),
+            rec("c", Status::Failed, &[]),
+        ];
+        write(&p, dir.path(), &rows).unwrap();
+        let back = read(&p).unwrap();
+        assert_eq!(back[0].meta["share"], MetaValue::Float(3.0), "the column widened");
+        for (a, b) in rows.iter().zip(&back) {
+            assert_eq!(a.digest(), b.digest(), "{a:?}\n{b:?}");
+        }
+        assert_ne!(rows[0].digest(), rows[1].digest());
     }
 }

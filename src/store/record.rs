@@ -67,4 +67,36 @@ impl Record {
     pub fn bytes(&self) -> u64 {
         self.outputs.iter().map(|o| o.size).sum()
     }
+
+    /// A digest of the item's *result*: status, error, output objects (their names are content
+    /// hashes) and metadata; not its key, id or timing. Downstream keys hash this rather than the
+    /// key, so an item recomputed to the same result changes nothing below it (early cutoff).
+    ///
+    /// Metadata values are hashed as text (`3`, `0.5`, `NaN`), so a record read back from a manifest,
+    /// whose column may have widened an integer to a float or a number to text, has the digest of the
+    /// record as computed.
+    pub fn digest(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.status.as_str().as_bytes());
+        h.update(&[0]);
+        h.update(self.error.as_deref().unwrap_or("").as_bytes());
+        h.update(&[0]);
+        for o in &self.outputs {
+            h.update(o.role.as_bytes());
+            h.update(&[0]);
+            h.update(o.file.as_bytes());
+            h.update(&[0]);
+        }
+        for (k, v) in &self.meta {
+            h.update(k.as_bytes());
+            h.update(&[0]);
+            match v {
+                MetaValue::Int(i) => h.update(i.to_string().as_bytes()),
+                MetaValue::Float(f) => h.update(f.to_string().as_bytes()),
+                MetaValue::Str(s) => h.update(s.as_bytes()),
+            };
+            h.update(&[0]);
+        }
+        h.finalize().to_hex().to_string()
+    }
 }
