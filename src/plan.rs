@@ -41,6 +41,8 @@ pub enum Reason {
     OutputMissing,
     /// Same key, failed before, and `--retry-failed` was given.
     RetryFailed,
+    /// The last attempt failed for a reason outside the item's content (I/O, disk space, a panic).
+    TransientFailure,
 }
 
 impl Reason {
@@ -54,6 +56,7 @@ impl Reason {
             Reason::UpstreamChanged => "upstream changed",
             Reason::OutputMissing => "output missing",
             Reason::RetryFailed => "retry failed",
+            Reason::TransientFailure => "transient failure",
         }
     }
 }
@@ -151,6 +154,11 @@ impl StagePlan {
         c
     }
 
+    /// The record on file for item `id` (manifest or journal), whatever its key.
+    pub fn recorded(&self, id: &str) -> Option<&Record> {
+        self.known.get(id)
+    }
+
     /// Keys item `j` from the results of its upstream items and finds it fresh or stale. `result`
     /// gives an upstream item's record when it is known; when one is not, the item stays pending,
     /// or, with `last_chance` (the executor, whose upstream stages are done), is keyed as reading a
@@ -208,6 +216,7 @@ impl StagePlan {
             Some(r) if r.status == Status::Ok && r.outputs.iter().all(|o| objects.output_ok(o)) => ItemState::Fresh(with_id(r, &it.id)),
             Some(r) if r.status == Status::Failed && !retry_failed => ItemState::FreshFailed(with_id(r, &it.id)),
             Some(r) if r.status == Status::Failed => ItemState::Stale(Reason::RetryFailed),
+            Some(r) if r.status == Status::Transient => ItemState::Stale(Reason::TransientFailure),
             Some(_) => ItemState::Stale(Reason::OutputMissing),
             None => ItemState::Stale(match self.known.get(&it.id) {
                 None => Reason::NewItem,
@@ -353,13 +362,14 @@ pub fn plan(pipeline: &Pipeline, selected: &[bool], known: Vec<HashMap<String, R
         let mut by_key: HashMap<String, String> = HashMap::with_capacity(known_here.len());
         for r in known_here.values() {
             match by_key.get(&r.key).and_then(|id| known_here.get(id)) {
-                Some(cur) if cur.status == Status::Ok || r.status != Status::Ok => {}
+                // prefer an ok record, then a cached failure, then a transient one
+                Some(cur) if rank(cur.status) <= rank(r.status) => {}
                 _ => {
                     by_key.insert(r.key.clone(), r.item_id.clone());
                 }
             }
         }
-        let mut sp = StagePlan { stage: si, params_hash: hash_value(&stage.params()), version: stage.version(), items, known: known_here, by_key };
+        let mut sp = StagePlan { stage: si, params_hash: hash_value(&sd.params_value()), version: stage.version(), items, known: known_here, by_key };
         {
             let result = |s: usize, item: &str| -> Option<&Record> {
                 let (k, ids) = index.get(&s)?;
@@ -376,6 +386,15 @@ pub fn plan(pipeline: &Pipeline, selected: &[bool], known: Vec<HashMap<String, R
         stages.push(sp);
     }
     Ok(Plan { stages, retry_failed })
+}
+
+/// Preference among records of one key: lower is better.
+fn rank(s: Status) -> u8 {
+    match s {
+        Status::Ok => 0,
+        Status::Failed => 1,
+        Status::Transient => 2,
+    }
 }
 
 /// A cached record reused under another item id keeps the new id.

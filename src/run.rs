@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::exec::{self, Cluster, Driver, ProgressMode, StageSummary};
+use crate::exec::{self, Cluster, Driver, FailedItem, ProgressMode, StageSummary};
 use crate::pipeline::Pipeline;
 use crate::plan::{self, ItemState, Objects, Plan, PlanEnv, Reason};
 use crate::store::{Cas, OutputRef, Record, StatCache, Status, Workspace, WorkspaceLock};
@@ -42,6 +42,12 @@ pub struct RunReport {
     /// Pictures written for people (contact sheets).
     #[serde(skip)]
     pub pictures: Vec<std::path::PathBuf>,
+    /// Every failed item (new or cached), in stage order.
+    #[serde(skip)]
+    pub failures: Vec<FailedItem>,
+    /// Items that left failed inputs out: `(stage, item, count, names)`.
+    #[serde(skip)]
+    pub skipped: Vec<(String, String, usize, String)>,
 }
 
 struct DiskEnv<'a> {
@@ -200,6 +206,8 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
         report.failed += s.failed;
     }
     report.pictures = driver.pictures;
+    report.failures = driver.failures;
+    report.skipped = driver.skipped;
     report.stages = driver.summaries;
     Ok(report)
 }
@@ -221,6 +229,16 @@ pub struct StageStatus {
     pub reasons: std::collections::BTreeMap<String, usize>,
     /// Each stale item and its reason.
     pub stale_items: Vec<StaleItem>,
+    /// Failed upstream items left out by this stage's items (`on_failed_inputs = "skip"`); absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_inputs: usize,
+    /// Failed items: cached failures, and transient ones the next run retries.
+    #[serde(skip)]
+    pub failures: Vec<FailedItem>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One stale item.
@@ -244,13 +262,25 @@ pub fn status(pipeline: &Pipeline, until: Option<&str>) -> Result<(Vec<StageStat
             let (fresh, stale, failed) = sp.counts();
             let mut reasons = std::collections::BTreeMap::new();
             let mut stale_items = Vec::new();
+            let mut failures = Vec::new();
+            let mut skipped_inputs = 0;
+            let id = &pipeline.stages[sp.stage].id;
             for it in &sp.items {
                 if let Some(r) = it.state.reason() {
                     *reasons.entry(r.as_str().to_string()).or_insert(0) += 1;
                     stale_items.push(StaleItem { item: it.id.clone(), reason: r.as_str().to_string() });
                 }
+                let record = match &it.state {
+                    ItemState::Fresh(r) | ItemState::FreshFailed(r) => Some(r),
+                    ItemState::Stale(Reason::TransientFailure) => sp.recorded(&it.id),
+                    _ => None,
+                };
+                if let Some(r) = record {
+                    failures.extend(FailedItem::of(id, r));
+                    skipped_inputs += crate::exec::skipped_inputs(id, r).map_or(0, |s| s.2);
+                }
             }
-            StageStatus { id: pipeline.stages[sp.stage].id.clone(), items: sp.items.len(), fresh, stale, failed, reasons, stale_items }
+            StageStatus { id: id.clone(), items: sp.items.len(), fresh, stale, failed, reasons, stale_items, skipped_inputs, failures }
         })
         .collect();
     Ok((out, planned.warnings))

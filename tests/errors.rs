@@ -107,3 +107,64 @@ fn a_second_concurrent_run_is_refused_naming_the_holder() {
     // status only reads: it works while a run holds the lock
     status_json(&p, &[]);
 }
+
+#[test]
+fn a_gathering_stage_leaves_failed_items_out_and_io_errors_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = copy_ddsm(dir.path(), Some(4));
+    let text = std::fs::read_to_string(ddsm_pipeline(dir.path())).unwrap();
+    let p = write_pipeline(dir.path(), "s.toml", &format!("{text}\n[[stage]]\nid = \"split\"\nkind = \"split\"\ninputs = [\"ingest\"]\n"));
+    let mut names: Vec<String> = std::fs::read_dir(data.join("images")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    // One image is not a PNG (a lasting failure), and a folder stands where another image should be
+    // (an I/O error that a later run may not meet).
+    std::fs::write(data.join("images").join(&names[0]), b"not a PNG").unwrap();
+    let folder = data.join("images").join(&names[1]);
+    let saved = std::fs::read(&folder).unwrap();
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::create_dir(&folder).unwrap();
+
+    let o = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
+    let s = last_json(&String::from_utf8_lossy(&o.stdout));
+    let split = stage(&s, "split");
+    assert_eq!((split["failed"].as_u64(), split["skipped_inputs"].as_u64()), (Some(0), Some(2)), "the split leaves both out: {s}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stem = |i: usize| names[i].trim_end_matches(".png").to_string();
+    assert!(stderr.contains(&format!("failed: ingest/{}: ", stem(0))) && stderr.contains("not a readable PNG"), "{stderr}");
+    assert!(stderr.contains(&format!("failed: ingest/{}: ", stem(1))) && stderr.contains("transient"), "{stderr}");
+    assert!(stderr.contains("split/assignment left out 2 failed input(s)"), "{stderr}");
+    let row = &manifest_rows(&dir.path().join("ws"), "split")[0];
+    assert_eq!(row.meta["subjects"], mammoflow::stages::MetaValue::Int(2), "the two good images only: {:?}", row.meta);
+
+    // status --failed lists both and the crop of the bad one; the transient one is stale, the others
+    // cached failures.
+    let f = last_json(&run_ok(&["status", p.to_str().unwrap(), "--failed", "--json"]));
+    let failed = f["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 3, "{f}");
+    assert_eq!(failed.iter().filter(|x| x["transient"] == true).count(), 1, "{f}");
+    let st = status_json(&p, &[]);
+    assert_eq!(stage(&st, "ingest")["reasons"], serde_json::json!({"transient failure": 1}), "{st}");
+
+    // The next run retries the transient failure only; once the file is back, the split takes it in.
+    let again = last_json(&String::from_utf8_lossy(&run(&["run", p.to_str().unwrap(), "--json", "--quiet"]).stdout));
+    assert_eq!(stage(&again, "ingest")["computed"], 1, "{again}");
+    std::fs::remove_dir(&folder).unwrap();
+    std::fs::write(&folder, saved).unwrap();
+    let fixed = last_json(&String::from_utf8_lossy(&run(&["run", p.to_str().unwrap(), "--json", "--quiet"]).stdout));
+    assert_eq!((stage(&fixed, "ingest")["computed"].as_u64(), stage(&fixed, "split")["skipped_inputs"].as_u64()), (Some(1), Some(1)), "{fixed}");
+    let st = status_json(&p, &[]);
+    assert_eq!((st["stale"].as_u64(), stage(&st, "split")["skipped_inputs"].as_u64()), (Some(0), Some(1)), "{st}");
+
+    // on_failed_inputs = "fail": the split fails, naming the bad image.
+    let strict = write_pipeline(dir.path(), "f.toml", &format!("{text}\n[[stage]]\nid = \"split\"\nkind = \"split\"\ninputs = [\"ingest\"]\non_failed_inputs = \"fail\"\n"));
+    let o = run(&["run", strict.to_str().unwrap(), "--json", "--quiet"]);
+    let s = last_json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(stage(&s, "split")["failed"], 1, "{s}");
+    let err = manifest_rows(&dir.path().join("ws"), "split")[0].error.clone().unwrap();
+    assert!(err.contains(&format!("ingest/{}", stem(0))), "{err}");
+    // ... and a stage that gathers nothing refuses the policy.
+    let wrong = write_pipeline(dir.path(), "w.toml", &text.replace("inputs = [\"ingest\"]", "inputs = [\"ingest\"]\non_failed_inputs = \"skip\""));
+    let o = run(&["status", wrong.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not gather many items"));
+}

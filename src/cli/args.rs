@@ -166,6 +166,10 @@ pub struct StatusArgs {
     /// Print a JSON object as the last line of stdout.
     #[arg(long)]
     pub json: bool,
+    /// List every failed item (stage, item, message; transient ones are retried by the next run).
+    /// With --json the last line is `{"failed":[{"stage","item","error","transient"}]}`.
+    #[arg(long)]
+    pub failed: bool,
 }
 
 /// `dag`.

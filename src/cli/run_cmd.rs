@@ -7,7 +7,6 @@ use super::args::RunArgs;
 
 pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
     let pipeline = super::load(&a.common)?;
-    let workspace = pipeline.workspace.clone();
     let workers = a.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     anyhow::ensure!(workers >= 1, "--workers must be at least 1");
     let cluster = match (a.processes, a.process_index, &a.hostfile) {
@@ -32,6 +31,16 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    for (stage, item, n, names) in &report.skipped {
+        eprintln!("warning: {stage}/{item} left out {n} failed input(s): {names}");
+    }
+    // Why items failed, on stderr so that `--json` keeps its last stdout line.
+    for f in report.failures.iter().take(20) {
+        eprintln!("failed: {}/{}: {}{}", f.stage, f.item, f.error, if f.transient { " (transient: the next run retries it)" } else { "" });
+    }
+    if report.failures.len() > 20 {
+        eprintln!("failed: ... and {} more ({} in all; `mammoflow status --failed` lists them)", report.failures.len() - 20, report.failures.len());
+    }
     if !a.quiet || !a.json {
         let w = report.stages.iter().map(|s| s.id.len()).max().unwrap_or(0).max(16);
         for s in &report.stages {
@@ -42,7 +51,7 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
             println!("picture: {}", p.display());
         }
         if report.failed > 0 {
-            println!("{} item(s) failed: see the `error` column of the stage manifests in {}/manifests", report.failed, workspace.display());
+            println!("{} item(s) failed: `mammoflow status --failed` lists them all", report.failed);
         }
         // A pipeline that evaluates ends with the study's table (what `mammoflow report` prints).
         if !a.json {

@@ -8,6 +8,18 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<i32> {
     for w in &warnings {
         eprintln!("warning: {w}");
     }
+    if a.failed {
+        let all: Vec<&crate::exec::FailedItem> = stages.iter().flat_map(|s| &s.failures).collect();
+        if a.json {
+            println!("{}", serde_json::to_string(&serde_json::json!({ "failed": all }))?);
+        } else {
+            for f in &all {
+                println!("{}/{}: {}{}", f.stage, f.item, f.error, if f.transient { " (transient: the next run retries it)" } else { "" });
+            }
+            println!("{} failed item(s)", all.len());
+        }
+        return Ok(0);
+    }
     let (mut fresh, mut stale, mut failed) = (0, 0, 0);
     let w = stages.iter().map(|s| s.id.len()).max().unwrap_or(0).max(16);
     for s in &stages {
@@ -18,6 +30,9 @@ pub(crate) fn status(a: StatusArgs) -> anyhow::Result<i32> {
         if !a.json {
             for (reason, n) in &s.reasons {
                 println!("{:<w$}   {n} {reason}", "");
+            }
+            if s.skipped_inputs > 0 {
+                println!("{:<w$}   left out {} failed input(s) (on_failed_inputs = \"skip\")", "", s.skipped_inputs);
             }
             for it in s.stale_items.iter().take(10) {
                 println!("{:<w$}     {} ({})", "", it.item, it.reason);

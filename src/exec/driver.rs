@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::progress::{ProgressMode, StageProgress};
 use super::task::{Done, Task};
 use crate::error::{IoContext, Result};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{FailedInputs, Pipeline};
 use crate::plan::{ItemState, Objects, Plan};
 use crate::store::journal::Journal;
 use crate::store::{manifest, Record, Status, Workspace};
@@ -28,6 +28,48 @@ pub struct StageSummary {
     pub failed: usize,
     /// Wall seconds of the stage in this run.
     pub seconds: f64,
+    /// Failed upstream items its items left out (`on_failed_inputs = "skip"`); absent when none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_inputs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// A failed item, for the end of `run` and `status --failed`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FailedItem {
+    /// Stage id.
+    pub stage: String,
+    /// Item id.
+    pub item: String,
+    /// The message.
+    pub error: String,
+    /// Retried by the next run (I/O, disk space, panic) rather than cached.
+    pub transient: bool,
+}
+
+impl FailedItem {
+    /// The failed item of a record, if it failed.
+    pub fn of(stage: &str, r: &Record) -> Option<Self> {
+        (r.status != Status::Ok).then(|| FailedItem {
+            stage: stage.to_string(),
+            item: r.item_id.clone(),
+            error: r.error.clone().unwrap_or_default(),
+            transient: r.status == Status::Transient,
+        })
+    }
+}
+
+/// Items that gathered many inputs and left failed ones out: `(stage, item, how many, names)`.
+pub fn skipped_inputs(stage: &str, r: &Record) -> Option<(String, String, usize, String)> {
+    let Some(crate::stages::MetaValue::Int(n)) = r.meta.get("skipped_inputs") else { return None };
+    let names = match r.meta.get("skipped") {
+        Some(crate::stages::MetaValue::Str(s)) => s.clone(),
+        _ => String::new(),
+    };
+    Some((stage.to_string(), r.item_id.clone(), *n as usize, names))
 }
 
 /// State of the driving worker.
@@ -52,6 +94,10 @@ pub struct Driver {
     pub summaries: Vec<StageSummary>,
     /// Pictures written for people (contact sheets), by stage.
     pub pictures: Vec<std::path::PathBuf>,
+    /// Every failed item of the selected stages (new or cached), in stage order.
+    pub failures: Vec<FailedItem>,
+    /// Items that left failed inputs out, `(stage, item, count, names)`.
+    pub skipped: Vec<(String, String, usize, String)>,
 }
 
 impl Driver {
@@ -81,6 +127,8 @@ impl Driver {
             new_failed: 0,
             summaries: Vec::new(),
             pictures: Vec::new(),
+            failures: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -102,24 +150,36 @@ impl Driver {
         for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_) | ItemState::Pending(_))) {
             let mut files: Vec<(String, String)> = it.sources.iter().map(|(r, p)| (r.clone(), p.to_string_lossy().into_owned())).collect();
             let mut upstream_failed = None;
+            let mut skipped = Vec::new();
             let mut upstream_meta = Vec::with_capacity(it.upstream.len());
-            let prefixed = it.upstream.len() > 1;
-            for (n, (s, item)) in it.upstream.iter().enumerate() {
-                match self.latest.get(s).and_then(|m| m.get(item)) {
-                    Some(r) if r.status == Status::Ok => {
-                        upstream_meta.push((item.clone(), r.meta.clone()));
-                        for o in &r.outputs {
-                            let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
-                            files.push((role, self.ws.root.join(&o.file).to_string_lossy().into_owned()));
+            let gathers = |s: usize| sd.input_idx.iter().position(|&x| x == s).is_some_and(|i| sd.stage.gathers(i));
+            let skip_failed = sd.on_failed_inputs == FailedInputs::Skip;
+            // An item gathering many inputs numbers its roles by the inputs it gets (`in0/`, `in1/`, ...).
+            let ok: Vec<(&String, &Record)> = it
+                .upstream
+                .iter()
+                .filter_map(|(s, item)| {
+                    let name = || format!("{}/{item}", self.pipeline.stages[*s].id);
+                    match self.latest.get(s).and_then(|m| m.get(item)) {
+                        Some(r) if r.status == Status::Ok => return Some((item, r)),
+                        Some(_) | None if skip_failed && gathers(*s) => skipped.push(name()),
+                        Some(r) => {
+                            let why = r.error.as_deref().unwrap_or("failed");
+                            upstream_failed.get_or_insert(format!("upstream item {} failed: {why}", name()));
+                        }
+                        None => {
+                            upstream_failed.get_or_insert(format!("upstream item {} was not computed", name()));
                         }
                     }
-                    Some(r) => {
-                        let why = r.error.as_deref().unwrap_or("failed");
-                        upstream_failed.get_or_insert(format!("upstream item {}/{item} failed: {why}", self.pipeline.stages[*s].id));
-                    }
-                    None => {
-                        upstream_failed.get_or_insert(format!("upstream item {}/{item} was not computed", self.pipeline.stages[*s].id));
-                    }
+                    None
+                })
+                .collect();
+            let prefixed = it.upstream.len() > 1;
+            for (n, (item, r)) in ok.into_iter().enumerate() {
+                upstream_meta.push((item.clone(), r.meta.clone()));
+                for o in &r.outputs {
+                    let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
+                    files.push((role, self.ws.root.join(&o.file).to_string_lossy().into_owned()));
                 }
             }
             tasks.push(Task {
@@ -131,6 +191,7 @@ impl Driver {
                 key_inputs: it.key_inputs.clone(),
                 files,
                 upstream_failed,
+                skipped,
                 upstream_meta,
             });
         }
@@ -146,7 +207,7 @@ impl Driver {
             self.journal = Some(Journal::open(&self.ws.journal(&self.pipeline.stages[stage].id))?);
         }
         self.journal.as_mut().expect("opened above").append(&record)?;
-        let failed = record.status == Status::Failed;
+        let failed = record.status != Status::Ok;
         self.computed += 1;
         self.new_failed += failed as usize;
         if let Some(p) = self.progress.as_mut() {
@@ -224,7 +285,11 @@ impl Driver {
         if jp.exists() {
             std::fs::remove_file(&jp).at("remove journal", &jp)?;
         }
-        let failed = records.iter().filter(|r| r.status == Status::Failed).count();
+        let failed = records.iter().filter(|r| r.status != Status::Ok).count();
+        self.failures.extend(records.iter().filter_map(|r| FailedItem::of(&sd.id, r)));
+        let skipped: Vec<_> = records.iter().filter_map(|r| skipped_inputs(&sd.id, r)).collect();
+        let skipped_inputs = skipped.iter().map(|s| s.2).sum();
+        self.skipped.extend(skipped);
         self.summaries.push(StageSummary {
             id: sd.id.clone(),
             items: sp.items.len(),
@@ -232,6 +297,7 @@ impl Driver {
             cached: sp.items.len() - self.computed,
             failed,
             seconds: self.started.elapsed().as_secs_f64(),
+            skipped_inputs,
         });
         Ok(())
     }

@@ -21,7 +21,7 @@ use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 pub use compute_op::ComputeItems;
-pub use driver::{Driver, StageSummary};
+pub use driver::{skipped_inputs, Driver, FailedItem, StageSummary};
 pub use progress::ProgressMode;
 pub use task::{Done, Task};
 

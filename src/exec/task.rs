@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::pipeline::Pipeline;
-use crate::stages::ItemInputs;
+use crate::stages::{ItemInputs, ItemOutput, MetaValue};
 use crate::store::{OutputRef, Record, Status, Workspace};
 
 /// A stale item to compute.
@@ -32,6 +33,8 @@ pub struct Task {
     pub files: Vec<(String, String)>,
     /// Set when an upstream item failed: the item fails with this message without running.
     pub upstream_failed: Option<String>,
+    /// Failed upstream items left out (`stage/item`), by the stage's `on_failed_inputs = "skip"`.
+    pub skipped: Vec<String>,
     /// Metadata of the upstream items, `(item id, columns)`.
     pub upstream_meta: Vec<(String, std::collections::BTreeMap<String, crate::stages::MetaValue>)>,
 }
@@ -40,56 +43,75 @@ pub struct Task {
 pub type Done = (usize, Record);
 
 /// Computes a task. Never panics: a panicking stage becomes a failed record.
+///
+/// Failures are told apart by cause: what a stage reports about the item's content
+/// ([`crate::error::Error::Item`], an upstream failure) is `failed` and cached; an I/O error, a failure
+/// to store an output, or a panic is `transient` and retried by the next run.
 pub fn compute(pipeline: &Pipeline, ws: &Workspace, task: Task) -> Done {
     let start = Instant::now();
     let stage = &pipeline.stages[task.stage].stage;
-    let result: Result<Vec<OutputRef>, String> = match &task.upstream_failed {
-        Some(msg) => Err(msg.clone()),
+    let result: Result<(Vec<OutputRef>, Meta), (String, Status)> = match &task.upstream_failed {
+        Some(msg) => Err((msg.clone(), Status::Failed)),
         None => {
             let inputs = ItemInputs {
                 files: task.files.iter().map(|(r, p)| (r.clone(), PathBuf::from(p))).collect(),
                 meta: task.upstream_meta.clone(),
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| stage.compute(&task.item, &inputs))) {
-                Err(p) => Err(format!(
-                    "stage panicked: {}",
-                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                Err(p) => Err((
+                    format!(
+                        "stage panicked: {}",
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                    ),
+                    Status::Transient,
                 )),
-                Ok(Err(e)) => Err(e.to_string()),
-                Ok(Ok(out)) if out.meta.keys().any(|k| crate::store::manifest::CORE.contains(&k.as_str())) => {
-                    // A manifest column of the same name would drop it, and the result read back would
-                    // differ from the one computed: refuse, naming the stage's bug.
-                    let k = out.meta.keys().find(|k| crate::store::manifest::CORE.contains(&k.as_str())).cloned().unwrap_or_default();
-                    Err(format!("stage `{}` wrote metadata `{k}`, the name of a manifest column (a bug in the stage)", stage.kind()))
+                Ok(Err(e @ Error::Io { .. })) => {
+                    // A missing or malformed file is the item's content (its key records it); anything
+                    // else (permissions, EIO, a full disk, a folder in its place) may pass next time.
+                    let lasting = matches!(&e, Error::Io { source, .. } if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof));
+                    Err((e.to_string(), if lasting { Status::Failed } else { Status::Transient }))
                 }
-                Ok(Ok(out)) => {
-                    let cas = ws.cas();
-                    let mut refs = Vec::with_capacity(out.files.len());
-                    let mut err = None;
-                    for f in &out.files {
-                        match cas.put(&f.bytes, f.ext) {
-                            Ok(file) => refs.push(OutputRef { role: f.role.clone(), file, size: f.bytes.len() as u64 }),
-                            Err(e) => {
-                                err = Some(format!("storing output `{}`: {e}", f.role));
-                                break;
-                            }
-                        }
-                    }
-                    match err {
-                        Some(e) => Err(e),
-                        None => return finish(task, start, Ok((refs, out.meta))),
-                    }
-                }
+                Ok(Err(e)) => Err((e.to_string(), Status::Failed)),
+                Ok(Ok(out)) => store(ws, stage.kind(), out, &task.skipped),
             }
         }
     };
-    finish(task, start, result.map(|r| (r, Default::default())))
+    finish(task, start, result)
 }
 
-fn finish(task: Task, start: Instant, result: Result<(Vec<OutputRef>, std::collections::BTreeMap<String, crate::stages::MetaValue>), String>) -> Done {
+type Meta = std::collections::BTreeMap<String, MetaValue>;
+
+/// Stores a computed item's outputs and completes its metadata.
+fn store(ws: &Workspace, kind: &str, out: ItemOutput, skipped: &[String]) -> Result<(Vec<OutputRef>, Meta), (String, Status)> {
+    if let Some(k) = out.meta.keys().find(|k| crate::store::manifest::CORE.contains(&k.as_str())).cloned() {
+        // A manifest column of the same name would drop it, and the result read back would differ
+        // from the one computed: refuse, naming the stage's bug.
+        return Err((format!("stage `{kind}` wrote metadata `{k}`, the name of a manifest column (a bug in the stage)"), Status::Failed));
+    }
+    let cas = ws.cas();
+    let mut refs = Vec::with_capacity(out.files.len());
+    for f in &out.files {
+        match cas.put(&f.bytes, f.ext) {
+            Ok(file) => refs.push(OutputRef { role: f.role.clone(), file, size: f.bytes.len() as u64 }),
+            Err(e) => return Err((format!("storing output `{}`: {e}", f.role), Status::Transient)),
+        }
+    }
+    let mut meta = out.meta;
+    if !skipped.is_empty() {
+        meta.insert("skipped_inputs".into(), MetaValue::Int(skipped.len() as i64));
+        let mut names = skipped.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
+        if skipped.len() > 20 {
+            names.push_str(&format!(" and {} more", skipped.len() - 20));
+        }
+        meta.insert("skipped".into(), MetaValue::Str(names));
+    }
+    Ok((refs, meta))
+}
+
+fn finish(task: Task, start: Instant, result: Result<(Vec<OutputRef>, Meta), (String, Status)>) -> Done {
     let (status, error, outputs, meta) = match result {
         Ok((o, m)) => (Status::Ok, None, o, m),
-        Err(e) => (Status::Failed, Some(e), Vec::new(), Default::default()),
+        Err((e, status)) => (status, Some(e), Vec::new(), Default::default()),
     };
     (
         task.stage,

@@ -68,6 +68,8 @@ struct RawStage {
     inputs: Vec<Spanned<String>>,
     #[serde(default)]
     params: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    on_failed_inputs: Option<Spanned<String>>,
 }
 
 /// One stage as declared, with its built implementation.
@@ -85,6 +87,33 @@ pub struct StageDef {
     pub params: toml::Table,
     /// The built stage.
     pub stage: Arc<dyn Stage>,
+    /// What a stage that gathers many items does with the failed ones.
+    pub on_failed_inputs: FailedInputs,
+}
+
+/// `on_failed_inputs`: what a stage that reads many items (split, contact-sheet, train, export) does when
+/// some of them failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailedInputs {
+    /// Leave them out, count and name them in the item's record (`skipped_inputs`, `skipped`), warn.
+    #[default]
+    Skip,
+    /// Fail the item, naming the first failed input.
+    Fail,
+}
+
+impl StageDef {
+    /// What the key hashes as the stage's params: its canonical params, and the failed-inputs policy
+    /// of a stage that gathers (skipping changes its result).
+    pub fn params_value(&self) -> serde_json::Value {
+        let params = self.stage.params();
+        if (0..self.inputs.len()).any(|i| self.stage.gathers(i)) {
+            serde_json::json!({ "params": params, "on_failed_inputs": self.on_failed_inputs })
+        } else {
+            params
+        }
+    }
 }
 
 impl std::fmt::Debug for StageDef {
@@ -227,6 +256,20 @@ impl Pipeline {
                 inputs: &inputs,
                 earlier: &stages_out,
             };
+            // `on_failed_inputs` may sit beside `inputs` or among the params.
+            let policy_at = s.on_failed_inputs.as_ref().map(|p| p.span().start).or_else(|| s.params.as_ref().map(|p| p.span().start)).unwrap_or(s.kind.span().start);
+            let policy = match (tables[i].remove("on_failed_inputs"), &s.on_failed_inputs) {
+                (Some(_), Some(_)) => return Err(loc.error(policy_at, format!("stage `{}`: `on_failed_inputs` is given twice (beside `inputs` and in params)", s.id.get_ref()), None)),
+                (Some(toml::Value::String(v)), None) => Some(v),
+                (Some(other), None) => return Err(loc.error(policy_at, format!("stage `{}`: `on_failed_inputs` must be \"skip\" or \"fail\", got {other}", s.id.get_ref()), None)),
+                (None, Some(v)) => Some(v.get_ref().clone()),
+                (None, None) => None,
+            };
+            let on_failed_inputs = match policy.as_deref() {
+                None | Some("skip") => FailedInputs::Skip,
+                Some("fail") => FailedInputs::Fail,
+                Some(other) => return Err(loc.error(policy_at, format!("stage `{}`: `on_failed_inputs` must be \"skip\" or \"fail\", got \"{other}\"", s.id.get_ref()), None)),
+            };
             let built = stages::build(s.kind.get_ref(), &tables[i], &ctx).map_err(|e| {
                 let overridden = opts.overrides.iter().find(|o| o.stage == *s.id.get_ref() && e.key.as_deref().is_some_and(|k| o.key_path.first().map(String::as_str) == Some(k)));
                 if let Some(o) = overridden {
@@ -250,7 +293,12 @@ impl Pipeline {
                 input_idx: s.inputs.iter().map(|x| pos_of[&index[x.get_ref()]]).collect(),
                 params: tables[i].clone(),
                 stage: built,
+                on_failed_inputs,
             });
+            let sd = stages_out.last().expect("pushed");
+            if policy.is_some() && !(0..sd.inputs.len()).any(|k| sd.stage.gathers(k)) {
+                return Err(loc.error(policy_at, format!("stage `{}` ({}) does not gather many items: `on_failed_inputs` applies to split, contact-sheet, train and export", sd.id, sd.kind), None));
+            }
         }
         for (p, sd) in stages_out.iter().enumerate() {
             let arity = sd.stage.arity();

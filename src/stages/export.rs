@@ -60,6 +60,9 @@ impl Stage for Export {
     fn version(&self) -> u32 {
         1
     }
+    fn gathers(&self, _input: usize) -> bool {
+        true
+    }
     fn arity(&self) -> Arity {
         Arity::AtLeast(1)
     }

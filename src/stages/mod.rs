@@ -291,6 +291,12 @@ pub trait Stage: Send + Sync {
     }
     /// The items this stage produces, from the item ids of each upstream stage (in declared input order).
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>>;
+    /// Whether the stage's items gather many items of declared input `input` (split, contact sheet,
+    /// training, export): a failed one among them is left out under `on_failed_inputs = "skip"` (the
+    /// default) instead of failing the whole item.
+    fn gathers(&self, _input: usize) -> bool {
+        false
+    }
     /// Which of an item's upstream items determine its result, once their results are known (`None`:
     /// all of them). Only those enter the key and reach [`Stage::compute`]: `train` keeps the crops of
     /// the training and validation folds, so an edited test image never retrains. Called only when

@@ -32,7 +32,8 @@ impl Gray {
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => item_err!("{}: file not found", path.display()),
-        _ => item_err!("{}: cannot read: {e}", path.display()),
+        // not the file's content: the run records it as transient and the next one retries
+        _ => crate::error::Error::io("read", path, e),
     })
 }
 

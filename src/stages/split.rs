@@ -126,6 +126,9 @@ impl Stage for Split {
     fn version(&self) -> u32 {
         1
     }
+    fn gathers(&self, input: usize) -> bool {
+        input == 0
+    }
     fn arity(&self) -> Arity {
         Arity::Exactly(1)
     }

@@ -158,6 +158,9 @@ impl Stage for Train {
     fn version(&self) -> u32 {
         1
     }
+    fn gathers(&self, input: usize) -> bool {
+        input == 0
+    }
     fn arity(&self) -> Arity {
         Arity::Between(2, 3)
     }

@@ -175,6 +175,7 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
         let status = match status[i].as_deref() {
             Some("ok") => Status::Ok,
             Some("failed") => Status::Failed,
+            Some("transient") => Status::Transient,
             other => return Err(merr(path, format!("row {i}: bad status {other:?}"))),
         };
         if roles[i].len() != files[i].len() || files[i].len() != sizes[i].len() {

@@ -12,8 +12,12 @@ use crate::stages::MetaValue;
 pub enum Status {
     /// Outputs written.
     Ok,
-    /// The item failed; `error` says why. Deterministic failures are cached like results.
+    /// The item failed; `error` says why. The same bytes fail the same way, so the failure is cached
+    /// like a result.
     Failed,
+    /// The item failed for a reason outside its content (an I/O error, a full disk, a panic): recorded
+    /// so `status` can show it, never reused: the next run tries again.
+    Transient,
 }
 
 impl Status {
@@ -22,6 +26,7 @@ impl Status {
         match self {
             Status::Ok => "ok",
             Status::Failed => "failed",
+            Status::Transient => "transient",
         }
     }
 }
