@@ -286,12 +286,19 @@ impl Plan {
     }
     /// Keys item `j` of `stages[k]` again now that its upstream stages have run (`result` knows every
     /// upstream record there is): a pending item becomes fresh or stale; a fresh one whose upstream
-    /// item was recomputed stays fresh if that result came out the same.
+    /// item was recomputed stays fresh if that result came out the same; a stale one stays stale (an
+    /// object found corrupt when planning, say) under the key of the inputs it will now read.
     pub fn settle(&mut self, pipeline: &Pipeline, k: usize, j: usize, result: &Results<'_>, objects: &dyn Objects) {
         let retry = self.retry_failed;
         let sp = &mut self.stages[k];
         let sd = &pipeline.stages[sp.stage];
+        let before = sp.items[j].state.clone();
         sp.settle(sd, j, result, objects, retry, true);
+        if let ItemState::Stale(why) = before {
+            if !matches!(sp.items[j].state, ItemState::Stale(_)) {
+                sp.items[j].state = ItemState::Stale(why);
+            }
+        }
     }
 }
 
