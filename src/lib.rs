@@ -11,6 +11,7 @@ pub mod classes;
 pub mod cli;
 pub mod dicom;
 pub mod error;
+pub mod fsio;
 pub mod exec;
 pub mod export;
 pub mod gc;

@@ -49,7 +49,7 @@ pub fn truth_vs_prediction(p: &Pipeline, fold: &str) -> crate::Result<Vec<PathBu
         for (row, r) in chosen.iter().enumerate() {
             let src = sources.iter().find(|s| s.item_id == r.item_id).ok_or_else(|| err(format!("no `{}` item {} behind its evaluation", images.id, r.item_id)))?;
             let file = |rec, role: &str| output(p, rec, role).ok_or_else(|| err(format!("item {} has no `{role}` output", r.item_id)));
-            let img = crate::tensor::decode_image(&png::read_file(&file(src, "image")?)?)?.luma();
+            let img = crate::tensor::decode_image(&crate::fsio::read_file(&file(src, "image")?)?)?.luma();
             let truth = png::read_labels(&file(src, "labels")?)?;
             let pred = png::read_labels(&file(r, "prediction")?)?;
             let gray = |x: u32, y: u32| (img.data[y as usize * img.width + x as usize] >> 8) as u16;

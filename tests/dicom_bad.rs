@@ -120,3 +120,33 @@ fn bad_dicom_files_fail_alone_with_clear_messages() {
         }
     }
 }
+
+#[test]
+fn odd_names_link_loops_and_dangling_links_in_a_source_folder() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    let good = write_mg(&image(64, 48, 14), &spec(false, false, 14)).unwrap();
+    std::fs::write(data.join("good.dcm"), &good).unwrap();
+    // a file name that is not UTF-8 (Latin-1 "café")
+    std::fs::write(data.join(std::ffi::OsStr::from_bytes(b"caf\xe9.dcm")), &good).unwrap();
+    // a link back up the tree (a loop) and a link to nothing
+    std::os::unix::fs::symlink(&data, data.join("sub/loop")).unwrap();
+    std::os::unix::fs::symlink(data.join("missing.dcm"), data.join("sub/dangling.dcm")).unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "odd.toml",
+        "[pipeline]\nname = \"odd\"\nworkspace = \"ws\"\n[[stage]]\nid = \"ingest\"\nkind = \"ingest-dicom\"\nparams = { root = \"data\" }\n",
+    );
+    let st = status_json(&p, &[]);
+    assert_eq!(stage(&st, "ingest")["items"], 3, "the loop is walked once: {st}");
+    let o = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
+    let s = last_json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!((s["computed"].as_u64(), s["failed"].as_u64()), (Some(3), Some(1)), "{s}");
+    let rows = manifest_rows(&dir.path().join("ws"), "ingest");
+    let by_id = |id: &str| rows.iter().find(|r| r.item_id == id).unwrap_or_else(|| panic!("no {id} in {rows:?}"));
+    assert_eq!(by_id("caf\u{fffd}").status, Status::Ok, "the non-UTF-8 name is read, not \"No such file\"");
+    let e = by_id("sub/dangling").error.clone().unwrap();
+    assert!(e.contains("sub/dangling.dcm") && e.contains("dangling symbolic link"), "{e}");
+}

@@ -34,7 +34,7 @@ fn images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// A grayscale image as 16 bits (8-bit widened x257, as ingest does), or a colour one as 8-bit RGB
 /// (for networks trained on colour images, e.g. Cityscapes).
 fn read_image(path: &Path) -> anyhow::Result<Image> {
-    let bytes = png::read_file(path)?;
+    let bytes = crate::fsio::read_file(path)?;
     let what = path.display().to_string();
     // The colour type is in the header: decode once, as colour or through the gray path.
     let colour = image::ImageReader::new(std::io::Cursor::new(&bytes))

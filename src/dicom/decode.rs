@@ -157,7 +157,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// Reads and decodes a file; the path names it in errors.
 pub fn decode_path(path: &Path, opts: DecodeOptions, key: &[u8; 32]) -> Result<Decoded> {
     let what = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| item_err!("{what}: cannot read: {e}"))?;
+    let bytes = crate::fsio::read_file(path)?;
     let file = open_bytes(&bytes, &what)?;
     drop(bytes);
     decode(&file, &what, opts, key)

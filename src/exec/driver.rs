@@ -2,6 +2,7 @@
 //! stage's manifest when the stage is complete.
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -148,7 +149,7 @@ impl Driver {
         let sd = &self.pipeline.stages[sp.stage];
         let mut tasks = Vec::new();
         for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_) | ItemState::Pending(_))) {
-            let mut files: Vec<(String, String)> = it.sources.iter().map(|(r, p)| (r.clone(), p.to_string_lossy().into_owned())).collect();
+            let mut files: Vec<(String, Vec<u8>)> = it.sources.iter().map(|(r, p)| (r.clone(), p.as_os_str().as_bytes().to_vec())).collect();
             let mut upstream_failed = None;
             let mut skipped = Vec::new();
             let mut upstream_meta = Vec::with_capacity(it.upstream.len());
@@ -179,7 +180,7 @@ impl Driver {
                 upstream_meta.push((item.clone(), r.meta.clone()));
                 for o in &r.outputs {
                     let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
-                    files.push((role, self.ws.root.join(&o.file).to_string_lossy().into_owned()));
+                    files.push((role, self.ws.root.join(&o.file).into_os_string().into_vec()));
                 }
             }
             tasks.push(Task {

@@ -3,6 +3,7 @@
 //! Tasks travel between workers and processes (timely serialises them with bincode), so they carry
 //! everything needed: the stage index, the item, its key and the absolute paths of its input files.
 
+use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,8 +30,9 @@ pub struct Task {
     pub version: u32,
     /// Key inputs (recorded).
     pub key_inputs: Vec<(String, String)>,
-    /// Input files: `(role, absolute path)`.
-    pub files: Vec<(String, String)>,
+    /// Input files: `(role, absolute path as raw bytes)`: file names need not be UTF-8, and a lossy
+    /// conversion would name a file that does not exist.
+    pub files: Vec<(String, Vec<u8>)>,
     /// Set when an upstream item failed: the item fails with this message without running.
     pub upstream_failed: Option<String>,
     /// Failed upstream items left out (`stage/item`), by the stage's `on_failed_inputs = "skip"`.
@@ -54,7 +56,7 @@ pub fn compute(pipeline: &Pipeline, ws: &Workspace, task: Task) -> Done {
         Some(msg) => Err((msg.clone(), Status::Failed)),
         None => {
             let inputs = ItemInputs {
-                files: task.files.iter().map(|(r, p)| (r.clone(), PathBuf::from(p))).collect(),
+                files: task.files.iter().map(|(r, p)| (r.clone(), PathBuf::from(std::ffi::OsStr::from_bytes(p)))).collect(),
                 meta: task.upstream_meta.clone(),
             };
             match std::panic::catch_unwind(AssertUnwindSafe(|| stage.compute(&task.item, &inputs))) {

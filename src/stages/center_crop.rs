@@ -69,7 +69,7 @@ impl Stage for CenterCrop {
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let path = inputs.file("image")?;
-        let img = tensor::decode_u16(&png::read_file(path)?).map_err(|e| item_err!("{}: {e}", path.display()))?;
+        let img = tensor::decode_u16(&crate::fsio::read_file(path)?).map_err(|e| item_err!("{}: {e}", path.display()))?;
         let c = crop(&img, self.params.size);
         let mut out = ItemOutput::default();
         out.meta.insert("width".into(), MetaValue::Int(c.width as i64));
@@ -77,7 +77,7 @@ impl Stage for CenterCrop {
         out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&c) });
         // masks and label maps (every other input) are 8-bit PNGs cropped the same way
         for (role, p) in inputs.files.iter().filter(|(r, _)| r != "image") {
-            let m = match png::decode_gray(&png::read_file(p)?, &p.display().to_string(), u64::MAX)? {
+            let m = match png::decode_gray(&crate::fsio::read_file(p)?, &p.display().to_string(), u64::MAX)? {
                 Gray::U8(t) => t,
                 Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit mask or label map", p.display())),
             };

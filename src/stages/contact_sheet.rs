@@ -91,7 +91,7 @@ impl Stage for ContactSheet {
             let (Some(ip), Some(lp)) = (get("image"), get("labels")) else {
                 return Err(item_err!("item {} lacks an image or a label map", inputs.meta[k].0));
             };
-            let img = crate::tensor::decode_u16(&png::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
+            let img = crate::tensor::decode_u16(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
             let gray = GrayImage::from_fn(img.width as u32, img.height as u32, |x, y| Luma([(img.data[y as usize * img.width + x as usize] >> 8) as u8]));
             let labels = png::read_labels(lp)?;
             // labels coloured over a dimmed copy of the image

@@ -100,7 +100,7 @@ impl Stage for IngestCityscapes {
     fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let ip = inputs.file("image")?;
         let what = ip.display().to_string();
-        let bytes = png::read_file(ip)?;
+        let bytes = crate::fsio::read_file(ip)?;
         let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| item_err!("{what}: cannot decode PNG: {e}"))?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         if (w as u64) * (h as u64) > self.params.max_pixels {
@@ -109,7 +109,7 @@ impl Stage for IngestCityscapes {
         let rgb = img.to_rgb8();
         let lp = inputs.file("labels")?;
         let lwhat = lp.display().to_string();
-        let labels = match png::decode_gray(&png::read_file(lp)?, &lwhat, self.params.max_pixels)? {
+        let labels = match png::decode_gray(&crate::fsio::read_file(lp)?, &lwhat, self.params.max_pixels)? {
             Gray::U8(t) => t,
             Gray::U16(_) => return Err(item_err!("{lwhat}: expected 8-bit label ids")),
         };

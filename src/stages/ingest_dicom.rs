@@ -9,7 +9,7 @@
 //! intent, keyed hashes of the study and series UIDs, and `subject`, the keyed hash of PatientID.
 //! Multi-frame files are refused with a clear error (mammograms are single-frame).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,22 +64,6 @@ impl IngestDicom {
         let key = dicom::subject::workspace_key(ctx.workspace).map_err(|e| ParamError { message: e.to_string(), key: None, hint: None })?;
         Ok(IngestDicom { params, root, key })
     }
-
-    fn walk(&self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let rd = std::fs::read_dir(dir).map_err(|e| crate::error::Error::io("list", dir, e))?;
-        for e in rd.filter_map(|e| e.ok()) {
-            let p = e.path();
-            if p.is_dir() {
-                self.walk(&p, out)?;
-            } else {
-                let ext = p.extension().map(|x| x.to_string_lossy().to_lowercase()).unwrap_or_default();
-                if self.params.extensions.iter().any(|e| e.eq_ignore_ascii_case(&ext)) {
-                    out.push(p);
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Stage for IngestDicom {
@@ -101,9 +85,7 @@ impl Stage for IngestDicom {
         match (upstream.first(), &self.root) {
             (Some(ids), None) => Ok(super::one_per_upstream_item(ids)),
             (None, Some(root)) => {
-                let mut files = Vec::new();
-                self.walk(root, &mut files)?;
-                files.sort();
+                let files = crate::fsio::walk_files(root, &self.params.extensions)?;
                 let mut items: Vec<ItemSpec> = Vec::with_capacity(files.len());
                 for path in files {
                     let rel = path.strip_prefix(root).unwrap_or(&path);

@@ -116,7 +116,7 @@ impl Stage for IngestPng {
     fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let image_path = inputs.file("image")?;
         let what = image_path.display().to_string();
-        let bytes = png::read_file(image_path)?;
+        let bytes = crate::fsio::read_file(image_path)?;
         let (bits, img) = match png::decode_gray(&bytes, &what, self.params.max_pixels)? {
             Gray::U8(t) => (8, Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() }),
             Gray::U16(t) => (16, t),

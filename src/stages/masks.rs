@@ -12,7 +12,7 @@ pub fn ingest_masks(inputs: &ItemInputs, regions: &[String], (width, height): (u
     for region in regions {
         let path = inputs.file(&format!("mask:{region}"))?;
         let what = path.display().to_string();
-        let bytes = png::read_file(path)?;
+        let bytes = crate::fsio::read_file(path)?;
         let mask = match png::decode_gray(&bytes, &what, max_pixels)? {
             Gray::U8(t) => t,
             Gray::U16(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| if v > 0 { 255 } else { 0 }).collect() },

@@ -96,7 +96,7 @@ impl Stage for MergeMasks {
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let image_path = inputs.file("image")?;
-        let image_bytes = png::read_file(image_path)?;
+        let image_bytes = crate::fsio::read_file(image_path)?;
         let img = crate::tensor::decode_u16(&image_bytes).map_err(|e| item_err!("{}: {e}", image_path.display()))?;
         let (w, h) = (img.width, img.height);
         let bg = self.table.background();
@@ -111,7 +111,7 @@ impl Stage for MergeMasks {
             };
             // masks arrive from the cache, so name the region as well as the object
             let what = format!("mask `{region}` ({})", path.display());
-            let mask = match png::decode_gray(&png::read_file(path)?, &what, u64::MAX)? {
+            let mask = match png::decode_gray(&crate::fsio::read_file(path)?, &what, u64::MAX)? {
                 Gray::U8(t) => t,
                 Gray::U16(_) => return Err(item_err!("{what}: expected an 8-bit mask")),
             };

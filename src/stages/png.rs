@@ -28,15 +28,6 @@ impl Gray {
     }
 }
 
-/// Reads a file, naming it in the error.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => item_err!("{}: file not found", path.display()),
-        // not the file's content: the run records it as transient and the next one retries
-        _ => crate::error::Error::io("read", path, e),
-    })
-}
-
 /// Decodes a grayscale PNG or PGM (binary or ASCII PNM, as mini-MIAS ships) from bytes; `what` names the
 /// source in errors. Colour images are refused. `max_pixels` is checked from the header before any pixel
 /// buffer is allocated.
@@ -94,7 +85,7 @@ pub fn read_image_and_labels(inputs: &super::ItemInputs) -> Result<(Tensor2<u16>
 
 /// An 8-bit label map (PNG of class ids).
 pub fn read_labels(path: &Path) -> Result<Tensor2<u8>> {
-    match decode_gray(&read_file(path)?, &path.display().to_string(), u64::MAX)? {
+    match decode_gray(&crate::fsio::read_file(path)?, &path.display().to_string(), u64::MAX)? {
         Gray::U8(t) => Ok(t),
         Gray::U16(_) => Err(item_err!("{}: expected an 8-bit label map", path.display())),
     }
@@ -104,7 +95,7 @@ pub fn read_labels(path: &Path) -> Result<Tensor2<u8>> {
 /// input of an item that reads many).
 pub fn read_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(Tensor2<u16>, Tensor2<u8>)> {
     let ip = inputs.file(&format!("{prefix}image"))?;
-    let img = crate::tensor::decode_u16(&read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
+    let img = crate::tensor::decode_u16(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
     let labels = read_labels(inputs.file(&format!("{prefix}labels"))?)?;
     if (labels.width, labels.height) != (img.width, img.height) {
         return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
@@ -115,7 +106,7 @@ pub fn read_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(Tensor2<u1
 /// [`read_pair`] for the networks: the image gray or RGB (`ingest-cityscapes`).
 pub fn read_image_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(crate::tensor::Image, Tensor2<u8>)> {
     let ip = inputs.file(&format!("{prefix}image"))?;
-    let img = crate::tensor::decode_image(&read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
+    let img = crate::tensor::decode_image(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
     let labels = read_labels(inputs.file(&format!("{prefix}labels"))?)?;
     if (labels.width, labels.height) != (img.width, img.height) {
         return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
