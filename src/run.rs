@@ -186,6 +186,10 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
         return Ok(RunReport::default());
     }
     let _lock = WorkspaceLock::acquire(&ws.root, &opts.command)?;
+    let selected = pipeline.selected(opts.until.as_deref())?;
+    for (sd, _) in pipeline.stages.iter().zip(&selected).filter(|(_, s)| **s) {
+        sd.stage.prepare()?;
+    }
     let planned = make_plan(&pipeline, &ws, opts.until.as_deref(), opts.retry_failed, true)?;
     planned.stat.save(&ws.statcache(), &ws.tmp())?;
     let stale = planned.plan.stale();

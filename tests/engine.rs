@@ -211,3 +211,48 @@ fn a_poisoned_cache_is_repaired_and_ends_as_a_clean_workspace() {
         }
     }
 }
+
+/// Every file under `root` with its bytes (empty when `root` does not exist).
+fn snapshot(root: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn status_and_dag_write_nothing_and_until_builds_only_what_it_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = shipped_pipeline_before(dir.path(), "quickstart", "", &["classes-phantom.toml"]);
+    let ps = p.to_str().unwrap();
+    let ws = dir.path().join("workspaces/quickstart");
+    for args in [vec!["status", ps, "--json"], vec!["dag", ps], vec!["status", ps, "--failed"], vec!["status", ps, "--until", "ingest"]] {
+        run_ok(&args);
+        assert!(!ws.exists(), "`{}` created the workspace", args.join(" "));
+    }
+    assert_eq!(run_json(&p, &["--until", "ingest", "--set", "phantom.count=3"])["failed"], 0);
+    let before = snapshot(&ws);
+    assert!(before.iter().any(|(p, _)| p.ends_with("state/subject.key")), "run made the pseudonym key");
+    for args in [vec!["status", ps, "--json", "--set", "phantom.count=3"], vec!["dag", ps, "--dot"], vec!["status", ps]] {
+        run_ok(&args);
+        assert!(snapshot(&ws) == before, "`{}` changed the workspace", args.join(" "));
+    }
+    // A later stage that cannot be built does not stop `--until` short of it.
+    let text = std::fs::read_to_string(&p).unwrap().replace("classes = \"../configs/classes-phantom.toml\"   #", "classes = \"../configs/none.toml\"   #");
+    let broken = write_pipeline(&dir.path().join("pipelines"), "broken.toml", &text);
+    let o = run(&["status", broken.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "the whole pipeline names the missing table");
+    let st = last_json(&run_ok(&["status", broken.to_str().unwrap(), "--until", "ingest", "--json", "--set", "phantom.count=3"]));
+    assert_eq!(st["stale"], 0, "{st}");
+}

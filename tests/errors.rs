@@ -168,3 +168,35 @@ fn a_gathering_stage_leaves_failed_items_out_and_io_errors_are_retried() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not gather many items"));
 }
+
+#[test]
+fn hostile_pipeline_files_are_refused_before_any_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(project.join("pipelines")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), project.join("escape")).unwrap();
+    let stage = "[[stage]]\nid = \"gen\"\nkind = \"phantom\"\nparams = { count = 1, width = 64, height = 64 }\n";
+    let refused = |name: &str, head: &str, needle: &str| {
+        let p = write_pipeline(&project.join("pipelines"), name, &format!("{head}\n{stage}"));
+        let o = run(&["run", p.to_str().unwrap(), "--quiet"]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: expected {needle:?} in {err}");
+        err
+    };
+    for (name, ws) in [("up.toml", "../../.."), ("etc.toml", "/etc/mammoflow"), ("link.toml", "../escape/ws"), ("dots.toml", "../workspaces/../../x")] {
+        let e = refused(name, &format!("[pipeline]\nname = \"h\"\nworkspace = \"{ws}\""), "outside the project folder");
+        assert!(e.contains("--workspace"), "{e}");
+    }
+    assert!(!dir.path().join("x").exists() && !std::path::Path::new("/etc/mammoflow").exists());
+    let p = write_pipeline(&project.join("pipelines"), "none.toml", "[pipeline]\nname = \"n\"\n");
+    let o = run(&["status", p.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("has no stages"), "{}", String::from_utf8_lossy(&o.stderr));
+    refused("name.toml", "[pipeline]\nname = \"../../evil\"", "pipeline name");
+    // Inside the project (the shipped layout) is fine, and `--workspace` may point anywhere.
+    let ok = write_pipeline(&project.join("pipelines"), "ok.toml", &format!("[pipeline]\nname = \"ok\"\nworkspace = \"../workspaces/ok\"\n{stage}"));
+    assert_eq!(run_json(&ok, &[])["failed"], 0);
+    let elsewhere = dir.path().join("elsewhere");
+    assert_eq!(run_json(&write_pipeline(&project.join("pipelines"), "cli.toml", &format!("[pipeline]\nname = \"c\"\nworkspace = \"/etc/x\"\n{stage}")), &["--workspace", elsewhere.to_str().unwrap()])["failed"], 0);
+    assert!(elsewhere.join("manifests/gen.parquet").exists());
+}

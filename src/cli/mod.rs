@@ -57,7 +57,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 /// Loads the pipeline named by the common arguments, with overrides.
 pub(crate) fn load(a: &args::PipelineArgs) -> anyhow::Result<Pipeline> {
     let overrides = a.set.iter().map(|s| s.parse::<Override>()).collect::<Result<Vec<_>, _>>()?;
-    let opts = LoadOptions { overrides, workspace: a.workspace.clone() };
+    let opts = LoadOptions { overrides, workspace: a.workspace.clone(), until: a.until.clone() };
     Ok(Pipeline::load(&a.pipeline, &opts)?)
 }
 

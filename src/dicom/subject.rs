@@ -31,6 +31,11 @@ pub fn workspace_key(workspace: &Path) -> Result<[u8; 32]> {
     read_key(&path).ok_or_else(|| crate::item_err!("cannot read the subject key {}", path.display()))
 }
 
+/// The workspace's key if it exists (creates nothing: what `status` and `dag` use).
+pub fn existing_key(workspace: &Path) -> Option<[u8; 32]> {
+    read_key(&workspace.join("state").join("subject.key"))
+}
+
 fn read_key(path: &Path) -> Option<[u8; 32]> {
     let text = std::fs::read_to_string(path).ok()?;
     let bytes = hex::decode(text.trim()).ok()?;

@@ -146,6 +146,9 @@ pub struct LoadOptions {
     pub overrides: Vec<Override>,
     /// `--workspace DIR`.
     pub workspace: Option<PathBuf>,
+    /// `--until STAGE`: only STAGE and its ancestors are built (the rest of the file is checked for
+    /// syntax, ids and inputs, not for params).
+    pub until: Option<String>,
 }
 
 impl Pipeline {
@@ -227,14 +230,48 @@ impl Pipeline {
             o.apply(&mut tables[i])?;
         }
 
+        if raw.stages.is_empty() {
+            return Err(loc.error(0, "the pipeline has no stages (add [[stage]] tables)", None));
+        }
         let workspace = match (&opts.workspace, &raw.pipeline.workspace) {
             (Some(w), _) => w.clone(),
             (None, Some(w)) => {
                 let w = expand_vars(w, path).map_err(|m| loc.error(0, m, None))?;
                 let w = PathBuf::from(w);
-                if w.is_absolute() { w } else { base_dir.join(w) }
+                let w = if w.is_absolute() { w } else { base_dir.join(w) };
+                let project = project_folder(&base_dir);
+                if !resolve(&w).starts_with(resolve(&project)) {
+                    let at = text.find("workspace").unwrap_or(0);
+                    return Err(loc.error(
+                        at,
+                        format!("workspace {} lies outside the project folder {} (symbolic links resolved)", w.display(), project.display()),
+                        Some("put it inside the project, or give `--workspace DIR` on the command line".into()),
+                    ));
+                }
+                w
             }
             (None, None) => base_dir.join(".mammoflow").join(&raw.pipeline.name),
+        };
+        if raw.pipeline.name.is_empty() || !raw.pipeline.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') || raw.pipeline.name.starts_with('.') {
+            return Err(loc.error(text.find("name").unwrap_or(0), format!("pipeline name `{}` must use only letters, digits, `-`, `_` and `.`, and not start with `.`", raw.pipeline.name), None));
+        }
+
+        // `--until STAGE`: build STAGE and its ancestors only
+        let order = match &opts.until {
+            None => order,
+            Some(u) => {
+                let Some(&target) = index.get(u) else {
+                    return Err(Error::UnknownStage { id: u.clone(), hint: did_you_mean(u, raw.stages.iter().map(|s| s.id.get_ref().as_str())).map(str::to_string) });
+                };
+                let mut keep = vec![false; raw.stages.len()];
+                let mut stack = vec![target];
+                while let Some(i) = stack.pop() {
+                    if !std::mem::replace(&mut keep[i], true) {
+                        stack.extend(raw.stages[i].inputs.iter().map(|x| index[x.get_ref()]));
+                    }
+                }
+                order.into_iter().filter(|&i| keep[i]).collect()
+            }
         };
 
         // build stages in topological order
@@ -341,6 +378,41 @@ impl Pipeline {
         Ok(sel)
     }
 
+}
+
+/// The folder a pipeline's own paths must stay in: the pipeline file's folder, or its parent when that
+/// folder is called `pipelines` (the layout `project/pipelines/*.toml`, `project/workspaces/`).
+fn project_folder(base_dir: &Path) -> PathBuf {
+    let abs = resolve(base_dir);
+    match abs.file_name() {
+        Some(n) if n == "pipelines" => abs.parent().map(Path::to_path_buf).unwrap_or(abs),
+        _ => abs,
+    }
+}
+
+/// A path with every symbolic link resolved and `.` / `..` applied component by component (so
+/// `link/..` goes where the link's target's parent is), whether or not its end exists yet: a path that
+/// does not exist is judged by where it would be created.
+fn resolve(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let abs = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(path) };
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => out = PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                out.push(name);
+                if let Ok(real) = out.canonicalize() {
+                    out = real;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Kahn's algorithm, stable in file order. `Err` carries one cycle (stage indices).

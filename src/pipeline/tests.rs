@@ -65,7 +65,7 @@ fn param_errors_point_at_the_param() {
 #[test]
 fn overrides_apply_and_are_checked() {
     let text = format!("{HEAD}[[stage]]\nid = \"gen\"\nkind = \"phantom\"\n");
-    let o = |s: &str| LoadOptions { overrides: vec![s.parse().unwrap()], workspace: None };
+    let o = |s: &str| LoadOptions { overrides: vec![s.parse().unwrap()], workspace: None, until: None };
     let p = Pipeline::parse(Path::new("p.toml"), &text, &o("gen.count=5")).unwrap();
     assert_eq!(p.stages[0].params["count"].as_integer(), Some(5));
     let e = Pipeline::parse(Path::new("p.toml"), &text, &o("gne.count=5")).unwrap_err().to_string();

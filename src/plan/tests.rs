@@ -45,7 +45,7 @@ params = { size = 32 }
 
 fn pipeline(text: &str, sets: &[&str]) -> Pipeline {
     let overrides: Vec<Override> = sets.iter().map(|s| s.parse().unwrap()).collect();
-    Pipeline::parse(Path::new("/virtual/p.toml"), text, &LoadOptions { overrides, workspace: None }).unwrap()
+    Pipeline::parse(Path::new("/virtual/p.toml"), text, &LoadOptions { overrides, workspace: None, until: None }).unwrap()
 }
 
 fn env() -> FakeEnv {

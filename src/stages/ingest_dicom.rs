@@ -54,15 +54,29 @@ impl Default for Params {
 pub struct IngestDicom {
     params: Params,
     root: Option<PathBuf>,
-    key: [u8; 32],
+    /// The workspace's pseudonym key: read at build time if it exists, created by [`Stage::prepare`]
+    /// (only `run` calls it), read from disk by a worker process that built the stage before it existed.
+    key: std::sync::OnceLock<[u8; 32]>,
+    workspace: PathBuf,
 }
 
 impl IngestDicom {
-    /// Builds the stage; creates the workspace's pseudonym key if it does not exist yet.
+    /// Builds the stage (writes nothing: the pseudonym key is created by `prepare`).
     pub fn new(params: Params, ctx: &BuildCtx<'_>) -> Result<Self, ParamError> {
         let root = params.root.as_deref().map(|r| ctx.resolve_path("root", r)).transpose()?;
-        let key = dicom::subject::workspace_key(ctx.workspace).map_err(|e| ParamError { message: e.to_string(), key: None, hint: None })?;
-        Ok(IngestDicom { params, root, key })
+        let key = std::sync::OnceLock::new();
+        if let Some(k) = dicom::subject::existing_key(ctx.workspace) {
+            let _ = key.set(k);
+        }
+        Ok(IngestDicom { params, root, key, workspace: ctx.workspace.to_path_buf() })
+    }
+
+    fn key(&self) -> Result<&[u8; 32]> {
+        if let Some(k) = self.key.get() {
+            return Ok(k);
+        }
+        let k = dicom::subject::existing_key(&self.workspace).ok_or_else(|| item_err!("the workspace has no pseudonym key yet (state/subject.key): `run` creates it"))?;
+        Ok(self.key.get_or_init(|| k))
     }
 }
 
@@ -78,8 +92,15 @@ impl Stage for IngestDicom {
     }
     fn params(&self) -> serde_json::Value {
         // the pseudonym key changes every `subject` value, so its fingerprint is part of every key
-        let key_id = &blake3::hash(&self.key).to_hex()[..16];
+        // (before the first run there is none: every item is new anyway)
+        let key_id = self.key.get().map_or_else(|| "none".to_string(), |k| blake3::hash(k).to_hex()[..16].to_string());
         serde_json::json!({ "voi": self.params.voi, "max_pixels": self.params.max_pixels, "regions": self.params.regions, "key": key_id })
+    }
+    fn prepare(&self) -> Result<()> {
+        if self.key.get().is_none() {
+            let _ = self.key.set(dicom::subject::workspace_key(&self.workspace)?);
+        }
+        Ok(())
     }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
         match (upstream.first(), &self.root) {
@@ -109,7 +130,7 @@ impl Stage for IngestDicom {
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let path = inputs.file("image")?;
         let opts = DecodeOptions { voi: self.params.voi, max_pixels: self.params.max_pixels };
-        let d = dicom::decode_path(path, opts, &self.key)?;
+        let d = dicom::decode_path(path, opts, self.key()?)?;
         let mut out = ItemOutput { files: Vec::new(), meta: d.meta };
         let (min, max) = d.image.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         out.meta.insert("min".into(), MetaValue::Int(min as i64));

@@ -291,6 +291,11 @@ pub trait Stage: Send + Sync {
     }
     /// The items this stage produces, from the item ids of each upstream stage (in declared input order).
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>>;
+    /// Creates what the stage needs in the workspace before a run (the DICOM pseudonym key). Only
+    /// `run` calls it, so `status` and `dag` write nothing.
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
     /// Whether the stage's items gather many items of declared input `input` (split, contact sheet,
     /// training, export): a failed one among them is left out under `on_failed_inputs = "skip"` (the
     /// default) instead of failing the whole item.

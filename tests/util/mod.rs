@@ -193,12 +193,13 @@ params = {{ classes = "{}" }}
 
 /// A copy of shipped pipeline `name` (`pipelines/<name>.toml`) up to the line `marker`, with the class
 /// tables it names, under `dir` so every relative path resolves as in the repository: the preparation
-/// stages of a real-data pipeline without its trainings (which take many minutes).
+/// stages of a real-data pipeline without its trainings (which take many minutes). An empty marker
+/// copies the whole file.
 #[allow(dead_code)]
 pub fn shipped_pipeline_before(dir: &Path, name: &str, marker: &str, tables: &[&str]) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(repo.join(format!("pipelines/{name}.toml"))).unwrap();
-    let cut = text.find(marker).unwrap_or_else(|| panic!("the marker {marker:?} in pipelines/{name}.toml"));
+    let cut = if marker.is_empty() { text.len() } else { text.find(marker).unwrap_or_else(|| panic!("the marker {marker:?} in pipelines/{name}.toml")) };
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
     std::fs::create_dir_all(dir.join("configs")).unwrap();
     for t in tables {
