@@ -150,3 +150,46 @@ fn odd_names_link_loops_and_dangling_links_in_a_source_folder() {
     let e = by_id("sub/dangling").error.clone().unwrap();
     assert!(e.contains("sub/dangling.dcm") && e.contains("dangling symbolic link"), "{e}");
 }
+
+/// The bytes of a sequence nested `depth` levels deep (explicit VR little endian, undefined lengths).
+fn nested_sequences(depth: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..depth {
+        out.extend_from_slice(&[0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]); // (0040,A730) SQ
+        out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]); // item, undefined length
+    }
+    for _ in 0..depth {
+        out.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]); // item delimiter
+        out.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]); // sequence delimiter
+    }
+    out
+}
+
+#[test]
+fn sequences_nested_ten_thousand_deep_fail_their_item_and_spare_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let good = write_mg(&image(64, 48, 14), &spec(false, false, 14)).unwrap();
+    // the data set starts after the preamble, the DICM marker and the file meta group
+    let mut cur = std::io::Cursor::new(&good[128..]);
+    dicom_object::meta::FileMetaTable::from_reader(&mut cur).unwrap();
+    let at = 128 + cur.position() as usize;
+    let with = |depth: usize| [&good[..at], &nested_sequences(depth)[..], &good[at..]].concat();
+    std::fs::write(data.join("good.dcm"), &good).unwrap();
+    std::fs::write(data.join("shallow.dcm"), with(3)).unwrap();
+    std::fs::write(data.join("deep.dcm"), with(10_000)).unwrap();
+    let p = write_pipeline(
+        dir.path(),
+        "deep.toml",
+        "[pipeline]\nname = \"deep\"\nworkspace = \"ws\"\n[[stage]]\nid = \"ingest\"\nkind = \"ingest-dicom\"\nparams = { root = \"data\" }\n",
+    );
+    let o = run(&["run", p.to_str().unwrap(), "--json", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = last_json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!((s["computed"].as_u64(), s["failed"].as_u64()), (Some(3), Some(1)), "{s}");
+    let rows = manifest_rows(&dir.path().join("ws"), "ingest");
+    let deep = rows.iter().find(|r| r.item_id == "deep").unwrap().error.clone().unwrap();
+    assert!(deep.contains("deep.dcm") && deep.contains("nest more than 64 levels"), "{deep}");
+    assert_eq!(rows.iter().find(|r| r.item_id == "shallow").unwrap().status, Status::Ok);
+}

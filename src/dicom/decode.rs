@@ -48,6 +48,7 @@ pub fn open_bytes(bytes: &[u8], what: &str) -> Result<DefaultDicomObject> {
     if bytes.is_empty() {
         return Err(item_err!("{what}: empty file (0 bytes)"));
     }
+    check_nesting(bytes, what)?;
     OpenFileOptions::new()
         .read_preamble(if bytes.len() > 132 && &bytes[128..132] == b"DICM" { ReadPreamble::Always } else { ReadPreamble::Never })
         .from_reader(Cursor::new(bytes))
@@ -60,6 +61,45 @@ pub fn open_bytes(bytes: &[u8], what: &str) -> Result<DefaultDicomObject> {
                 item_err!("{what}: cannot read DICOM data set (truncated or corrupt?): {e}")
             }
         })
+}
+
+/// The deepest nesting of sequences accepted. Real files nest a handful of levels; dicom-rs builds
+/// nested sequences recursively, so a file nesting thousands of levels deep would overflow a worker's
+/// stack and abort the whole run.
+pub const MAX_NESTING: usize = 64;
+
+/// Refuses a file whose sequences nest deeper than [`MAX_NESTING`], walking its tokens with dicom-rs's
+/// iterative reader (no recursion) up to the Pixel Data. Anything it cannot read is left for
+/// [`open_bytes`] to report.
+fn check_nesting(bytes: &[u8], what: &str) -> Result<()> {
+    use dicom_parser::dataset::{DataSetReader, DataToken};
+    if bytes.len() <= 132 || &bytes[128..132] != b"DICM" {
+        return Ok(());
+    }
+    let mut cur = Cursor::new(&bytes[128..]);
+    let Ok(meta) = dicom_object::meta::FileMetaTable::from_reader(&mut cur) else { return Ok(()) };
+    let Some(ts) = TransferSyntaxRegistry.get(meta.transfer_syntax().trim_end_matches('\0')) else { return Ok(()) };
+    let rest = &bytes[128 + cur.position() as usize..];
+    let deflated = ts.uid() == "1.2.840.10008.1.2.1.99";
+    let source: Box<dyn std::io::Read> = if deflated { Box::new(flate2::read::DeflateDecoder::new(rest)) } else { Box::new(rest) };
+    let explicit_le = dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased();
+    let Ok(reader) = DataSetReader::new_with_ts(source, if deflated { &explicit_le } else { ts }) else { return Ok(()) };
+    let mut depth = 0usize;
+    for token in reader {
+        match token {
+            Ok(DataToken::SequenceStart { .. } | DataToken::PixelSequenceStart) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(item_err!("{what}: sequences nest more than {MAX_NESTING} levels deep (refused: no mammogram needs that)"));
+                }
+            }
+            Ok(DataToken::SequenceEnd) => depth = depth.saturating_sub(1),
+            Ok(DataToken::ElementHeader(h)) if depth == 0 && h.tag == tags::PIXEL_DATA => break,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
 }
 
 /// RLE Lossless: decoded by [`super::rle`].
