@@ -200,3 +200,69 @@ fn hostile_pipeline_files_are_refused_before_any_write() {
     assert_eq!(run_json(&write_pipeline(&project.join("pipelines"), "cli.toml", &format!("[pipeline]\nname = \"c\"\nworkspace = \"/etc/x\"\n{stage}")), &["--workspace", elsewhere.to_str().unwrap()])["failed"], 0);
     assert!(elsewhere.join("manifests/gen.parquet").exists());
 }
+
+#[test]
+fn hostile_params_and_bombs_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let classes = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    let head = util::labelled_phantom_head("h", 3, "count = 2, width = 96, height = 128");
+    let p = write_pipeline(
+        dir.path(),
+        "h.toml",
+        &format!(
+            "{head}\n[[stage]]\nid = \"augment\"\nkind = \"augment\"\ninputs = [\"merge\"]\n\n[[stage]]\nid = \"crop\"\nkind = \"balanced-crop\"\ninputs = [\"augment\"]\nparams = {{ classes = \"{}\", sizes = [32] }}\n\n[[stage]]\nid = \"split\"\nkind = \"split\"\ninputs = [\"merge\"]\n",
+            classes.display()
+        ),
+    );
+    assert_eq!(run_json(&p, &[])["failed"], 0, "the pipeline itself is fine");
+    // Each override is refused before any work, with exit code 2 and the param or op named.
+    for (set, needle) in [
+        ("augment.recipe=[{ name = \"r\", ops = [{ op = \"rotate\", min_degrees = nan, max_degrees = 5.0 }] }]", "degrees"),
+        ("augment.recipe=[{ name = \"r\", ops = [{ op = \"clahe\", tiles = [8, 8], clip = nan }] }]", "clip"),
+        ("augment.recipe=[{ name = \"r\", ops = [{ op = \"clahe\", tiles = [99999, 8], clip = 2.0 }] }]", "tiles"),
+        ("augment.recipe=[{ name = \"r\", ops = [{ op = \"blur\", sigma = inf }] }]", "sigma"),
+        ("split.train=nan", "train"),
+        ("split.train=-0.5", "train"),
+        ("phantom.count=-1", "count"),
+        ("crop.sizes=[0]", "sizes"),
+        ("merge.sigma=nan", "sigma"),
+    ] {
+        let o = run(&["status", p.to_str().unwrap(), "--set", set]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--set {set} was accepted: {err}");
+        assert!(err.contains(needle), "--set {set}: expected {needle:?} in {err}");
+    }
+    // A 300-byte PNG that declares 100000 x 100000 pixels is refused from its header.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    // a valid 1 x 1 PNG whose header is then rewritten to declare 100000 x 100000 (CRC fixed)
+    let mut png = Vec::new();
+    {
+        let mut enc = ::png::Encoder::new(&mut png, 1, 1);
+        enc.set_color(::png::ColorType::Grayscale);
+        enc.set_depth(::png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(&[7]).unwrap();
+    }
+    png[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(data.join("images/bomb.png"), &png).unwrap();
+    let b = write_pipeline(dir.path(), "b.toml", "[pipeline]\nname = \"b\"\nworkspace = \"wsb\"\n[[stage]]\nid = \"ingest\"\nkind = \"ingest-png\"\nparams = { root = \"data\" }\n");
+    let o = run(&["run", b.to_str().unwrap(), "--json", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = manifest_rows(&dir.path().join("wsb"), "ingest")[0].error.clone().unwrap();
+    assert!(err.contains("bomb.png") && err.contains("100000 x 100000") && err.contains("max_pixels"), "{err}");
+}
+
+/// CRC-32 (IEEE), as PNG chunks use.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}

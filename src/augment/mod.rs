@@ -123,11 +123,16 @@ impl Recipe {
     pub fn validate(&self) -> Result<(), String> {
         for op in &self.ops {
             let bad = match op {
+                Op::Rotate { min_degrees, max_degrees, .. } if !(min_degrees.is_finite() && max_degrees.is_finite() && min_degrees.abs() <= 360.0 && max_degrees.abs() <= 360.0) => {
+                    Some("rotate: degrees must be finite numbers within -360 .. 360")
+                }
                 Op::Rotate { min_degrees, max_degrees, .. } => (min_degrees > max_degrees).then_some("rotate: min_degrees > max_degrees"),
                 Op::Blur { sigma } | Op::Sharpen { sigma, .. } => (!(*sigma > 0.0 && *sigma < 50.0)).then_some("sigma must be in (0, 50)"),
                 Op::Noise { sigma_fraction } => (!(0.0..=1.0).contains(sigma_fraction)).then_some("noise: sigma_fraction must be in [0, 1]"),
                 Op::Stretch { low, high } => (!(0.0 <= *low && low < high && *high <= 100.0)).then_some("stretch: need 0 <= low < high <= 100"),
-                Op::Clahe { tiles, clip } => (tiles[0] == 0 || tiles[1] == 0 || *clip <= 0.0).then_some("clahe: tiles must be >= 1 and clip > 0"),
+                Op::Clahe { tiles, clip } => {
+                    (!(1..=256).contains(&tiles[0]) || !(1..=256).contains(&tiles[1]) || !(clip.is_finite() && *clip > 0.0)).then_some("clahe: tiles must be 1 .. 256 and clip a finite number > 0")
+                }
                 Op::Mirror { .. } => None,
             };
             if let Some(m) = bad {
@@ -153,6 +158,23 @@ mod tests {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let (i, l) = rs[0].apply(img.clone(), lab.clone(), &mut rng);
         assert_eq!((i, l), (img, lab));
+    }
+
+    #[test]
+    fn nan_infinite_and_huge_op_params_are_refused() {
+        let bad = [
+            Op::Rotate { min_degrees: f32::NAN, max_degrees: 10.0, fill_label: 255 },
+            Op::Rotate { min_degrees: -10.0, max_degrees: f32::INFINITY, fill_label: 255 },
+            Op::Clahe { tiles: [8, 8], clip: f32::NAN },
+            Op::Clahe { tiles: [100_000, 8], clip: 2.0 },
+            Op::Blur { sigma: f32::NAN },
+            Op::Noise { sigma_fraction: f32::NAN },
+            Op::Stretch { low: f32::NAN, high: 99.0 },
+        ];
+        for op in bad {
+            let r = Recipe { name: "r".into(), ops: vec![op.clone()] };
+            assert!(r.validate().is_err(), "{op:?} passed");
+        }
     }
 
     #[test]

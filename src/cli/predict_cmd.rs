@@ -45,10 +45,10 @@ fn read_image(path: &Path) -> anyhow::Result<Image> {
     if colour {
         let img = image::load_from_memory(&bytes).with_context(|| format!("decoding {what}"))?.to_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);
-        anyhow::ensure!((w as u64) * (h as u64) <= 400_000_000, "{what}: {w} x {h} pixels exceeds the limit");
+        anyhow::ensure!((w as u64) * (h as u64) <= crate::stages::DEFAULT_MAX_PIXELS, "{what}: {w} x {h} pixels exceeds the limit");
         return Ok(Image::rgb8(h, w, img.as_raw()));
     }
-    Ok(Image::gray(match png::decode_gray(&bytes, &what, 400_000_000)? {
+    Ok(Image::gray(match png::decode_gray(&bytes, &what, crate::stages::DEFAULT_MAX_PIXELS)? {
         Gray::U16(t) => t,
         Gray::U8(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() },
     }))

@@ -77,6 +77,9 @@ fn lut_from_item(item: &Obj, what: &str) -> Result<Lut> {
     let desc = item.get(tags::LUT_DESCRIPTOR).ok_or_else(|| item_err!("{what}: LUT Descriptor missing"))?;
     let d: Vec<i64> = desc.to_multi_int::<i64>().map_err(|_| item_err!("{what}: unreadable LUT Descriptor"))?;
     let [n, first, bits] = d[..] else { return Err(item_err!("{what}: LUT Descriptor needs 3 values, has {}", d.len())) };
+    if !(0..=65535).contains(&n) || !(0..=16).contains(&bits) || !(-32768..=65535).contains(&first) {
+        return Err(item_err!("{what}: LUT Descriptor ({n}, {first}, {bits}) is out of range (entries 0 .. 65535, bits 0 .. 16)"));
+    }
     let n = if n == 0 { 65536 } else { n as usize };
     // the first mapped value is US or SS depending on the pixel representation; values >= 2^15 read as
     // unsigned are negative when the data is signed: the caller fixes that up

@@ -154,25 +154,45 @@ impl Pipeline {
         }
     }
 
-    /// Range of modality values over all stored values (for the "none" VOI and inversion).
-    fn modality_range(&self) -> (f64, f64) {
-        let (lo, hi) = self.layout.range();
+    /// Range of modality values over all stored values (for the "none" VOI and inversion), or over the
+    /// stored values the image holds (`stored`) when the whole range would not fit 16 bits.
+    fn modality_range(&self, stored: Option<(i32, i32)>) -> (f64, f64) {
+        let span = |(lo, hi): (i32, i32)| {
+            let (a, b) = (self.modality(lo), self.modality(hi));
+            (a.min(b), a.max(b))
+        };
         match &self.modality {
             Modality::Lut(l) => (0.0, l.max_value()),
             _ => {
-                let (a, b) = (self.modality(lo), self.modality(hi));
-                (a.min(b), a.max(b))
+                let (lo, hi) = span(self.layout.range());
+                match stored {
+                    Some(s) if hi - lo > 65535.0 => span(s),
+                    _ => (lo, hi),
+                }
             }
         }
+    }
+
+    /// Whether the modality range of the layout exceeds 16 bits (a rescale that spreads values, e.g.
+    /// slope 16 on signed 16-bit data): then the image's own stored range decides the output range.
+    fn needs_stored_range(&self) -> bool {
+        let (lo, hi) = self.modality_range(None);
+        hi - lo > 65535.0
+    }
+
+    /// Smallest and largest stored value among raw samples.
+    fn stored_range(&self, raw: impl Iterator<Item = u32>) -> Option<(i32, i32)> {
+        raw.map(|r| self.layout.value(r)).fold(None, |acc, v| Some(acc.map_or((v, v), |(lo, hi): (i32, i32)| (lo.min(v), hi.max(v)))))
     }
 
     /// Output of one stored value.
     fn eval(&self, v: i32, (mlo, mhi): (f64, f64)) -> u16 {
         let m = self.modality(v);
         let (y, ymax) = match &self.voi {
+            Voi::None if mhi - mlo > 65535.0 => ((m - mlo) * 65535.0 / (mhi - mlo), 65535.0),
             Voi::None => {
-                // keep modality values; only shift a negative range to start at 0
-                let shift = if mlo < 0.0 { -mlo } else { 0.0 };
+                // keep modality values (as pydicom does); shift a range that leaves 0 .. 65535 to start at 0
+                let shift = if mlo < 0.0 || mhi > 65535.0 { -mlo } else { 0.0 };
                 (m + shift, (mhi + shift).min(65535.0))
             }
             Voi::Window { center, width, function } => (window(m, *center, *width, *function, 65535.0), 65535.0),
@@ -189,7 +209,12 @@ impl Pipeline {
     /// The lookup table from every raw sample value (all `2^bits_allocated` of them, bits above Bits
     /// Stored ignored) to output. Indexing it with a raw `u8`/`u16` needs no mask and no bounds check.
     pub fn table(&self) -> Vec<u16> {
-        let range = self.modality_range();
+        self.table_for(None)
+    }
+
+    /// [`Pipeline::table`], with the stored range of the image at hand (see [`Pipeline::modality_range`]).
+    fn table_for(&self, stored: Option<(i32, i32)>) -> Vec<u16> {
+        let range = self.modality_range(stored);
         let mask = self.layout.mask();
         let size = 1u32 << self.layout.bits_allocated.min(16);
         let distinct: Vec<u16> = (0..=mask).map(|raw| self.eval(self.layout.value(raw), range)).collect();
@@ -206,7 +231,14 @@ impl Pipeline {
         if raw.len() < count * bytes_per {
             return Err(item_err!("pixel data holds {} bytes, but rows x columns x samples needs {}", raw.len(), count * bytes_per));
         }
-        let table = self.table();
+        let stored = if !self.needs_stored_range() {
+            None
+        } else if bytes_per == 1 {
+            self.stored_range(raw[..count].iter().map(|&b| b as u32))
+        } else {
+            self.stored_range(raw[..count * 2].chunks_exact(2).map(|c| u16::from_ne_bytes([c[0], c[1]]) as u32))
+        };
+        let table = self.table_for(stored);
         Ok(match bytes_per {
             1 => {
                 let t: &[u16; 256] = table.as_slice().try_into().expect("256 entries for 8 bits");
@@ -226,7 +258,8 @@ impl Pipeline {
             return Err(item_err!("pixel data holds {} samples, but rows x columns needs {count}", samples.len()));
         }
         samples.truncate(count);
-        let table = self.table();
+        let stored = if self.needs_stored_range() { self.stored_range(samples.iter().map(|&v| v as u32)) } else { None };
+        let table = self.table_for(stored);
         if table.iter().enumerate().all(|(i, &v)| v as usize == i) {
             return Ok(samples); // identity (a 16-bit mammogram without LUTs): nothing to do
         }
@@ -276,7 +309,20 @@ mod tests {
         // -2048 .. 2047 shifted to 0 .. 4095
         assert_eq!(p.apply(&raw16(&[0x0800, 0x07FF, 0x0000, 0x0FFF]), 4).unwrap(), vec![0, 4095, 2048, 2047]);
         let p = Pipeline { layout: layout(16, false), modality: Modality::Rescale { slope: 2.0, intercept: -10.0 }, voi: Voi::None, invert: false };
-        assert_eq!(p.apply(&raw16(&[5, 10]), 2).unwrap(), vec![10, 20]);
+        // (its theoretical range, -10 .. 131060, exceeds 16 bits: the image's 0 .. 10 are kept as they are)
+        assert_eq!(p.apply(&raw16(&[5, 10]), 2).unwrap(), vec![0, 10]);
+        // Slope 16 / intercept 32768 on signed 16-bit data spans 20 bits in theory; the image's own
+        // values (-2048 .. 2047) map to 0 .. 65520, as pydicom gives, not all to 65535.
+        let p = Pipeline { layout: layout(16, true), modality: Modality::Rescale { slope: 16.0, intercept: 32768.0 }, voi: Voi::None, invert: false };
+        let stored = [-2048i16, 0, 2047];
+        let raw: Vec<u16> = stored.iter().map(|&v| v as u16).collect();
+        assert_eq!(p.apply(&raw16(&raw), 3).unwrap(), vec![0, 32768, 65520]);
+        assert_eq!(p.apply_samples(raw.clone(), 3).unwrap(), vec![0, 32768, 65520]);
+        // values whose own range still exceeds 16 bits are scaled into it, not saturated
+        let wide: Vec<u16> = [-32768i16, 0, 32767].iter().map(|&v| v as u16).collect();
+        let out = p.apply(&raw16(&wide), 3).unwrap();
+        assert_eq!((out[0], out[2]), (0, 65535));
+        assert!((out[1] as i32 - 32768).abs() <= 1, "{out:?}");
     }
 
     #[test]

@@ -162,6 +162,9 @@ impl Stage for BalancedCrop {
         let (src, size) = rest.rsplit_once("/s").ok_or_else(|| item_err!("bad crop id `{id}`"))?;
         let (size, k): (usize, usize) = (size.parse().map_err(|_| item_err!("bad size in `{id}`"))?, k.parse().map_err(|_| item_err!("bad index in `{id}`"))?);
         let (img, labels) = png::read_image_and_labels(inputs)?;
+        if labels.data.is_empty() || labels.width == 0 {
+            return Err(item_err!("image `{src}` has no pixels ({} x {}): nothing to crop", labels.width, labels.height));
+        }
         let mut rng = crop_rng(self.seed, &self.stage_id, src, k);
         let (cx, cy, class) = choose_centre(&labels.data, labels.width, &self.exclude_ids, &mut rng);
         let (x0, y0) = (place(cx, size, img.width), place(cy, size, img.height));

@@ -94,6 +94,12 @@ impl Stage for ContactSheet {
             let img = crate::tensor::decode_u16(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
             let gray = GrayImage::from_fn(img.width as u32, img.height as u32, |x, y| Luma([(img.data[y as usize * img.width + x as usize] >> 8) as u8]));
             let labels = png::read_labels(lp)?;
+            if img.data.is_empty() || labels.data.is_empty() || (img.width, img.height) != (labels.width, labels.height) {
+                return Err(item_err!(
+                    "item {}: image {} x {} and label map {} x {} must be the same, non-empty size",
+                    inputs.meta[k].0, img.width, img.height, labels.width, labels.height
+                ));
+            }
             // labels coloured over a dimmed copy of the image
             let over = RgbImage::from_fn(labels.width as u32, labels.height as u32, |x, y| {
                 let g = gray.get_pixel(x.min(gray.width() - 1), y.min(gray.height() - 1)).0[0] as u16;

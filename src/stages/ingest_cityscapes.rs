@@ -44,7 +44,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { root: "${MAMMOFLOW_DATA}/cityscapes".into(), split: "train".into(), max_pixels: 100_000_000 }
+        Params { root: "${MAMMOFLOW_DATA}/cityscapes".into(), split: "train".into(), max_pixels: super::DEFAULT_MAX_PIXELS }
     }
 }
 
@@ -101,11 +101,14 @@ impl Stage for IngestCityscapes {
         let ip = inputs.file("image")?;
         let what = ip.display().to_string();
         let bytes = crate::fsio::read_file(ip)?;
+        // the size from the header first: a small file may declare a huge image (a decompression bomb)
+        let reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes[..]), image::ImageFormat::Png);
+        let (w, h) = reader.into_dimensions().map_err(|e| item_err!("{what}: cannot read the PNG header: {e}"))?;
+        if (w as u64) * (h as u64) > self.params.max_pixels {
+            return Err(item_err!("{what}: {w} x {h} pixels exceeds the limit of {} pixels (param `max_pixels`)", self.params.max_pixels));
+        }
         let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).map_err(|e| item_err!("{what}: cannot decode PNG: {e}"))?;
         let (w, h) = (img.width() as usize, img.height() as usize);
-        if (w as u64) * (h as u64) > self.params.max_pixels {
-            return Err(item_err!("{what}: {w} x {h} exceeds the pixel limit"));
-        }
         let rgb = img.to_rgb8();
         let lp = inputs.file("labels")?;
         let lwhat = lp.display().to_string();

@@ -43,7 +43,7 @@ impl Default for Params {
             root: None,
             extensions: vec!["dcm".into(), "dicom".into()],
             voi: VoiChoice::Window,
-            max_pixels: 400_000_000,
+            max_pixels: super::DEFAULT_MAX_PIXELS,
             masks: "masks/{stem}_{region}.png".into(),
             regions: Vec::new(),
         }
@@ -85,7 +85,8 @@ impl Stage for IngestDicom {
         "ingest-dicom"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: a rescale whose range exceeds 16 bits keeps the image's own modality values
+        2
     }
     fn arity(&self) -> Arity {
         Arity::ZeroOrOne

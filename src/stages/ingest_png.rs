@@ -40,7 +40,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: 400_000_000, subject: "id".into() }
+        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: super::DEFAULT_MAX_PIXELS, subject: "id".into() }
     }
 }
 

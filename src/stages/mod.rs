@@ -47,6 +47,11 @@ pub use phantom::PhantomStage;
 pub use split::Split;
 pub use train::Train;
 
+/// The default `max_pixels` of the ingest stages: 64 M pixels (8192 x 8192), three times the largest
+/// mammograms (a 4096 x 5120 detector is 21 M). Decoding one such 16-bit image needs about 0.5 GB; the
+/// old default of 400 M let a single file ask for 2 GB.
+pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+
 /// Every stage kind a pipeline may name.
 pub const KINDS: &[&str] = &["phantom", "ingest-png", "ingest-dicom", "ingest-cityscapes", "merge-masks", "split", "augment", "balanced-crop", "center-crop", "contact-sheet", "train", "evaluate", "export"];
 
