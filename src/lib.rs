@@ -30,6 +30,7 @@ pub mod stages;
 pub mod store;
 pub mod tensor;
 pub mod train;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use pipeline::{LoadOptions, Pipeline};

@@ -139,7 +139,7 @@ fn dag_prints_text_and_dot() {
 #[test]
 fn help_covers_every_command() {
     let out = run_ok(&["--help"]);
-    for c in ["run", "status", "dag", "gc", "bench"] {
+    for c in ["run", "status", "dag", "gc", "verify", "bench", "export", "report", "predict", "evaluate", "model"] {
         assert!(out.contains(c), "{out}");
         let sub = run_ok(&[c, "--help"]);
         assert!(sub.contains("Usage"), "{sub}");
@@ -255,4 +255,34 @@ fn status_and_dag_write_nothing_and_until_builds_only_what_it_selects() {
     assert_eq!(o.status.code(), Some(2), "the whole pipeline names the missing table");
     let st = last_json(&run_ok(&["status", broken.to_str().unwrap(), "--until", "ingest", "--json", "--set", "phantom.count=3"]));
     assert_eq!(st["stale"], 0, "{st}");
+}
+
+#[test]
+fn verify_finds_corrupt_and_missing_objects_and_repairs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 3);
+    run_json(&p, &[]);
+    let ws = dir.path().join("ws");
+    let before: Vec<_> = ["phantom", "ingest", "crop"].iter().map(|s| comparable(&ws, s)).collect();
+    // a leaf object (a crop nothing reads) corrupted in place, another deleted
+    let crops = manifest_rows(&ws, "crop");
+    let (a, b) = (ws.join(&crops[0].outputs[0].file), ws.join(&crops[1].outputs[0].file));
+    let mut bytes = std::fs::read(&a).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&a, bytes).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    assert_eq!(status_json(&p, &[])["stale"], 1, "planning sees only the missing one (sizes)");
+    let ps = p.to_str().unwrap();
+    let o = run(&["verify", ps, "--no-repair", "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = last_json(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!((v["corrupt"].as_array().unwrap().len(), v["missing"].as_array().unwrap().len()), (1, 1), "{v}");
+    assert_eq!(v["corrupt"][0]["item"], crops[0].item_id.as_str());
+    let v = last_json(&run_ok(&["verify", ps, "--json"]));
+    assert_eq!(v["recomputed"], 2, "{v}");
+    let v = last_json(&run_ok(&["verify", ps, "--no-repair", "--json"]));
+    assert_eq!((v["corrupt"].as_array().unwrap().len(), v["missing"].as_array().unwrap().len()), (0, 0), "{v}");
+    let after: Vec<_> = ["phantom", "ingest", "crop"].iter().map(|s| comparable(&ws, s)).collect();
+    assert_eq!(before, after, "the repaired workspace is the one before the damage");
 }

@@ -27,6 +27,8 @@ pub enum Command {
     Dag(DagArgs),
     /// Delete cached objects that no manifest refers to; prints the bytes freed.
     Gc(GcArgs),
+    /// Re-hash every object the manifests name; delete corrupt ones and recompute them (as `git fsck`).
+    Verify(VerifyArgs),
     /// Run a benchmark and print our figure beside the peer's from the same run.
     Bench(BenchArgs),
     /// Inspect the networks (`model summary NAME`).
@@ -188,6 +190,20 @@ pub struct GcArgs {
     #[command(flatten)]
     pub common: PipelineArgs,
     /// Print a JSON object as the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: PipelineArgs,
+    /// Report only: do not delete corrupt objects or recompute anything.
+    #[arg(long)]
+    pub no_repair: bool,
+    /// Print a JSON object as the last line of stdout:
+    /// `{"objects","bytes","corrupt":[{"stage","item","file"}],"missing":[...],"recomputed"}`.
     #[arg(long)]
     pub json: bool,
 }

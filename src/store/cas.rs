@@ -35,6 +35,29 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, dest).at("rename into place", dest)
 }
 
+/// [`write_atomic`] that survives a power loss: the temp file is flushed to disk before the rename, and
+/// the folder after it, so the name never points at unwritten blocks. For manifests and other small
+/// files whose loss would lose many items; objects are not synced (too many, and a corrupt one is
+/// found by hashing when it is read and recomputed).
+pub fn write_durable(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(tmp_dir).at("create folder", tmp_dir)?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = tmp_dir.join(format!("{}-{:?}-{n}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
+    f.write_all(bytes).at("write", &tmp)?;
+    f.sync_all().at("sync", &tmp)?;
+    drop(f);
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).at("create folder", parent)?;
+    std::fs::rename(&tmp, dest).at("rename into place", dest)?;
+    sync_folder(parent)
+}
+
+/// Flushes a folder's entries (a rename or a new file in it) to disk.
+pub fn sync_folder(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).at("sync folder", dir)
+}
+
 impl Cas {
     /// The store of a workspace.
     pub fn new(workspace: &Path) -> Self {

@@ -111,7 +111,7 @@ pub fn parquet_bytes(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
 pub fn write(path: &Path, tmp_dir: &Path, records: &[Record]) -> Result<()> {
     let mut df = to_frame(records)?;
     let buf = parquet_bytes(&mut df).map_err(|e| merr(path, e))?;
-    super::cas::write_atomic(tmp_dir, path, &buf)
+    super::cas::write_durable(tmp_dir, path, &buf)
 }
 
 fn strs(c: &Column, path: &Path) -> Result<Vec<Option<String>>> {
