@@ -73,10 +73,53 @@ impl Cluster {
     }
 }
 
+/// Every worker's `(process, fingerprint)`, exchanged before any work: every worker sees all of them
+/// and refuses to go on if one differs, so that processes started with another pipeline file, `--set`,
+/// `--until` or workspace stop with a message instead of computing other params under the driver's keys.
+fn agree_on_fingerprint(worker: &mut timely::worker::Worker, fingerprint: &str, process: usize) -> std::result::Result<(), String> {
+    use timely::dataflow::operators::vec::Broadcast;
+    let mut input: InputHandleVec<u64, (usize, String)> = InputHandleVec::new();
+    let probe = ProbeHandle::new();
+    let seen: Rc<RefCell<Vec<(usize, String)>>> = Rc::new(RefCell::new(Vec::new()));
+    let sink = seen.clone();
+    worker.dataflow::<u64, _, _>(|scope| {
+        scope
+            .input_from(&mut input)
+            .container::<Vec<(usize, String)>>()
+            .broadcast()
+            .inspect_core(move |event: Result<(&timely::progress::Stamp<u64>, &Vec<(usize, String)>), &[u64]>| {
+                if let Ok((_, batch)) = event {
+                    sink.borrow_mut().extend(batch.iter().cloned());
+                }
+            })
+            .probe_with(&probe);
+    });
+    input.send((process, fingerprint.to_string()));
+    input.advance_to(1);
+    while probe.less_than(input.time()) {
+        worker.step();
+    }
+    let seen = seen.borrow();
+    match seen.iter().find(|(_, f)| f != fingerprint) {
+        Some((other, f)) => Err(format!(
+            "process {other} runs another pipeline, --set, --until, workspace or version (fingerprint {f}, this process {process}: {fingerprint}); start every process with the same command line"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Runs `epochs` stage epochs. On the driving process pass the [`Driver`]; it is returned when done.
 pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs: usize, driver: Option<Driver>) -> Result<Option<Driver>> {
     let slot = Arc::new(Mutex::new(driver));
+    let process = match cluster {
+        Cluster::Local { .. } => 0,
+        Cluster::Processes { index, .. } => *index,
+    };
+    let check = matches!(cluster, Cluster::Processes { .. });
     let guards = timely::execute(cluster.config(), move |worker| -> std::result::Result<Option<Driver>, String> {
+        if check {
+            agree_on_fingerprint(worker, &pipeline.fingerprint, process)?;
+        }
         let mut driver = if worker.index() == 0 { slot.lock().map_err(|e| e.to_string())?.take() } else { None };
         let mut input: InputHandleVec<u64, Task> = InputHandleVec::new();
         let probe = ProbeHandle::new();

@@ -137,6 +137,9 @@ pub struct Pipeline {
     pub seed: u64,
     /// Stages in topological order.
     pub stages: Vec<StageDef>,
+    /// What the processes of a cluster must agree on: the file's text, the `--set`s, `--until`, the
+    /// workspace (resolved) and the program version, hashed.
+    pub fingerprint: String,
 }
 
 /// How to load a pipeline: overrides and the workspace override from the command line.
@@ -345,6 +348,14 @@ impl Pipeline {
             }
         }
 
+        let fingerprint = {
+            let mut h = blake3::Hasher::new();
+            for part in [text, &opts.overrides.iter().map(|o| o.spec.as_str()).collect::<Vec<_>>().join("\0"), opts.until.as_deref().unwrap_or(""), &resolve(&workspace).to_string_lossy(), env!("CARGO_PKG_VERSION")] {
+                h.update(part.as_bytes());
+                h.update(&[0xff]);
+            }
+            h.finalize().to_hex()[..16].to_string()
+        };
         Ok(Pipeline {
             path: path.to_path_buf(),
             name: raw.pipeline.name,
@@ -352,6 +363,7 @@ impl Pipeline {
             workspace,
             seed: raw.pipeline.seed,
             stages: stages_out,
+            fingerprint,
         })
     }
 
