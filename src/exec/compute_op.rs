@@ -19,21 +19,16 @@ use super::task::{self, Done, Task};
 use crate::pipeline::Pipeline;
 use crate::store::Workspace;
 
-/// FNV-1a of the item id: the same worker for an item on every process.
-pub fn route(item: &str) -> u64 {
-    item.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
-/// Extension trait: compute a stream of tasks, exchanged by item id.
+/// Extension trait: compute a stream of tasks on the workers the driver chose.
 pub trait ComputeItems<'scope> {
-    /// Computes each task on the worker its item id routes to; yields one record per task.
+    /// Computes each task on its `worker`; yields one record per task.
     fn compute_items(self, pipeline: Arc<Pipeline>, ws: Workspace) -> StreamVec<'scope, u64, Done>;
 }
 
 impl<'scope> ComputeItems<'scope> for StreamVec<'scope, u64, Task> {
     fn compute_items(self, pipeline: Arc<Pipeline>, ws: Workspace) -> StreamVec<'scope, u64, Done> {
         let scope = self.scope();
-        self.unary::<CapacityContainerBuilder<Vec<Done>>, _, _, _>(Exchange::new(|t: &Task| route(&t.item)), "ComputeItems", move |_cap, info| {
+        self.unary::<CapacityContainerBuilder<Vec<Done>>, _, _, _>(Exchange::new(|t: &Task| t.worker as u64), "ComputeItems", move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
             let mut queue: VecDeque<(Capability<u64>, Task)> = VecDeque::new();
             move |input, output| {

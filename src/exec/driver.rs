@@ -185,6 +185,7 @@ impl Driver {
             }
             tasks.push(Task {
                 stage: sp.stage,
+                worker: 0,
                 item: it.id.clone(),
                 key: it.key.clone(),
                 params_hash: sp.params_hash.clone(),

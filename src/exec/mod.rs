@@ -1,10 +1,10 @@
 //! Running a plan on timely dataflow.
 //!
 //! One dataflow serves the whole run; its epochs are the selected stages in topological order. The driver
-//! (global worker 0) sends the stale items of stage `k` at epoch `k`; they are exchanged by a hash of the
-//! item id, so every worker (thread or process) computes a deterministic share; finished records flow
-//! back to worker 0, which journals each one as it arrives and, when the epoch is complete, writes the
-//! stage's manifest. The next stage's tasks are built only then, so they can name their upstream outputs.
+//! (global worker 0) hands out the stale items of stage `k` at epoch `k` on demand, at most two per
+//! worker (thread or process) at a time, the next one to whichever worker finished; finished records
+//! flow back to worker 0, which journals each one as it arrives and, when the epoch is complete, writes
+//! the stage's manifest. The next stage's tasks are built only then, so they can name their upstream outputs.
 //! Outputs are content-addressed and manifests sorted by item id: 1 worker or N, 1 process or P, the
 //! bytes written are the same.
 
@@ -108,6 +108,15 @@ fn agree_on_fingerprint(worker: &mut timely::worker::Worker, fingerprint: &str, 
     }
 }
 
+/// Tasks a worker may hold at once: one computing, one queued, so the round trip to the driver does
+/// not leave it idle.
+const DEPTH: usize = 2;
+
+/// Stage `k` owns the times `[k << 32, (k + 1) << 32)`: one tick per round of dispatch.
+fn stage_end(k: usize) -> u64 {
+    ((k as u64) + 1) << 32
+}
+
 /// Runs `epochs` stage epochs. On the driving process pass the [`Driver`]; it is returned when done.
 pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs: usize, driver: Option<Driver>) -> Result<Option<Driver>> {
     let slot = Arc::new(Mutex::new(driver));
@@ -141,15 +150,52 @@ pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs
             });
         }
         let mut failure = None;
+        let peers = worker.peers();
         for epoch in 0..epochs {
+            // The driver hands out tasks on demand: at most `DEPTH` outstanding per worker, the next
+            // one to whichever worker finished, so a slow item never leaves another worker idle
+            // while work remains (results do not depend on who computed what: objects are
+            // content-addressed and manifests sorted).
             if let Some(d) = driver.as_mut().filter(|_| failure.is_none()) {
-                for t in d.begin_stage(epoch) {
-                    input.send(t);
+                let mut pending: std::collections::VecDeque<Task> = d.begin_stage(epoch).into();
+                let mut outstanding = vec![0usize; peers];
+                let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+                loop {
+                    let mut sent = false;
+                    while let Some(w) = (0..peers).filter(|&w| outstanding[w] < DEPTH).min_by_key(|&w| (outstanding[w], w)) {
+                        let Some(mut t) = pending.pop_front() else { break };
+                        t.worker = w;
+                        outstanding[w] += 1;
+                        assigned.insert(t.item.clone(), w);
+                        input.send(t);
+                        sent = true;
+                    }
+                    // Sent tasks leave only when their (sub-)epoch closes: each round of dispatch is one
+                    // tick of the stage's time range.
+                    if sent {
+                        let next = input.time() + 1;
+                        input.advance_to(next);
+                    }
+                    if pending.is_empty() && outstanding.iter().all(|&n| n == 0) {
+                        break;
+                    }
+                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+                    for done in inbox.borrow_mut().drain(..) {
+                        if let Some(w) = assigned.remove(&done.1.item_id) {
+                            outstanding[w] -= 1;
+                        }
+                        if let Err(e) = d.on_done(done) {
+                            failure.get_or_insert(e.to_string());
+                        }
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
                 }
             }
-            input.advance_to(epoch as u64 + 1);
+            input.advance_to(stage_end(epoch));
             while probe.less_than(input.time()) {
-                worker.step();
+                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
                 if let Some(d) = driver.as_mut() {
                     for done in inbox.borrow_mut().drain(..) {
                         if let Err(e) = d.on_done(done) {

@@ -20,6 +20,8 @@ use crate::store::{OutputRef, Record, Status, Workspace};
 pub struct Task {
     /// Stage index in the pipeline.
     pub stage: usize,
+    /// The worker (global index) the driver hands the task to.
+    pub worker: usize,
     /// Item id.
     pub item: String,
     /// Cache key.
