@@ -1,7 +1,7 @@
 //! Running a plan on timely dataflow.
 //!
 //! One dataflow serves the whole run; its epochs are the selected stages in topological order. The driver
-//! (global worker 0) hands out the stale items of stage `k` at epoch `k` on demand, at most two per
+//! (global worker 0) hands out the stale items of stage `k` at epoch `k` on demand, at most four per
 //! worker (thread or process) at a time, the next one to whichever worker finished; finished records
 //! flow back to worker 0, which journals each one as it arrives and, when the epoch is complete, writes
 //! the stage's manifest. The next stage's tasks are built only then, so they can name their upstream outputs.
@@ -108,9 +108,10 @@ fn agree_on_fingerprint(worker: &mut timely::worker::Worker, fingerprint: &str, 
     }
 }
 
-/// Tasks a worker may hold at once: one computing, one queued, so the round trip to the driver does
-/// not leave it idle.
-const DEPTH: usize = 2;
+/// Tasks a worker may hold at once: one computing and three queued, so that a worker does not idle
+/// while the driver (itself a worker) is busy computing and cannot hand out more; at the end of a
+/// stage at most three tasks wait on one worker while another is free.
+const DEPTH: usize = 4;
 
 /// Stage `k` owns the times `[k << 32, (k + 1) << 32)`: one tick per round of dispatch.
 fn stage_end(k: usize) -> u64 {
