@@ -89,6 +89,7 @@ fn overlaps_follow_priority_and_bad_masks_fail_alone() {
     assert_eq!((at(0, 0), at(3, 3), at(5, 5), at(7, 7)), (1, 4, 4, 0), "gland=1, mass=4 on top, background=0");
     assert_eq!(a.meta.get("px_mass"), Some(&mammoflow::stages::MetaValue::Int(16)));
     let e = rows[1].error.as_deref().unwrap();
-    assert!(e.contains("mask `mass`") && e.contains("not binary (values 0, 128 and 255)"), "{e}");
+    // caught when ingesting, naming the mask file
+    assert!(e.contains("b_mass.png") && e.contains("not binary (values 0, 128 and 255)"), "{e}");
     assert_eq!(rows[1].item_id, "b");
 }

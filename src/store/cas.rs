@@ -23,16 +23,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `dest` atomically: a unique temp file in `tmp_dir`, then rename.
 pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::create_dir_all(tmp_dir).at("create folder", tmp_dir)?;
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = tmp_dir.join(format!("{}-{:?}-{n}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
-    let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
-    f.write_all(bytes).at("write", &tmp)?;
-    drop(f);
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).at("create folder", parent)?;
-    }
-    std::fs::rename(&tmp, dest).at("rename into place", dest)
+    write_via_temp(tmp_dir, dest, bytes, false)
 }
 
 /// [`write_atomic`] that survives a power loss: the temp file is flushed to disk before the rename, and
@@ -40,17 +31,26 @@ pub fn write_atomic(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
 /// files whose loss would lose many items; objects are not synced (too many, and a corrupt one is
 /// found by hashing when it is read and recomputed).
 pub fn write_durable(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(tmp_dir, dest, bytes, true)
+}
+
+fn write_via_temp(tmp_dir: &Path, dest: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     std::fs::create_dir_all(tmp_dir).at("create folder", tmp_dir)?;
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = tmp_dir.join(format!("{}-{:?}-{n}.tmp", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
     let mut f = std::fs::File::create(&tmp).at("create", &tmp)?;
     f.write_all(bytes).at("write", &tmp)?;
-    f.sync_all().at("sync", &tmp)?;
+    if durable {
+        f.sync_all().at("sync", &tmp)?;
+    }
     drop(f);
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).at("create folder", parent)?;
     std::fs::rename(&tmp, dest).at("rename into place", dest)?;
-    sync_folder(parent)
+    if durable {
+        sync_folder(parent)?;
+    }
+    Ok(())
 }
 
 /// Flushes a folder's entries (a rename or a new file in it) to disk.
