@@ -210,7 +210,9 @@ impl StagePlan {
             version: self.version,
             params_hash: &self.params_hash,
             inputs: &key_inputs,
-            item_id: sd.stage.key_includes_item_id().then_some(it.id.as_str()),
+            // Always the item id: a result may depend on it (a subject from the file name, a seed),
+            // so two items with the same inputs must not share a record (the other's subject).
+            item_id: Some(it.id.as_str()),
         });
         let state = match self.by_key.get(&key).and_then(|id| self.known.get(id)) {
             Some(r) if r.status == Status::Ok && r.outputs.iter().all(|o| objects.output_ok(o)) => ItemState::Fresh(with_id(r, &it.id)),

@@ -286,3 +286,30 @@ fn verify_finds_corrupt_and_missing_objects_and_repairs_them() {
     let after: Vec<_> = ["phantom", "ingest", "crop"].iter().map(|s| comparable(&ws, s)).collect();
     assert_eq!(before, after, "the repaired workspace is the one before the damage");
 }
+
+#[test]
+fn identical_images_under_different_names_keep_their_own_records() {
+    // Three byte-identical images: each item keeps its own subject, and reruns find every item fresh
+    // (a record of one was once reused for another, with the other's subject, and the choice changed
+    // from run to run).
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("data/images");
+    std::fs::create_dir_all(&images).unwrap();
+    let img = mammoflow::stages::png::encode_u8(&mammoflow::tensor::Tensor2 { height: 8, width: 8, data: (0..64).collect() });
+    for name in ["a", "b", "c"] {
+        std::fs::write(images.join(format!("{name}.png")), &img).unwrap();
+    }
+    let p = write_pipeline(
+        dir.path(),
+        "same.toml",
+        "[pipeline]\nname = \"same\"\nworkspace = \"ws\"\n[[stage]]\nid = \"ingest\"\nkind = \"ingest-png\"\nparams = { root = \"data\" }\n\
+         [[stage]]\nid = \"crop\"\nkind = \"center-crop\"\ninputs = [\"ingest\"]\nparams = { size = 4 }\n",
+    );
+    assert_eq!(run_json(&p, &[])["computed"], 6);
+    for _ in 0..4 {
+        assert_eq!(run_json(&p, &[])["computed"], 0);
+    }
+    for row in manifest_rows(&dir.path().join("ws"), "ingest") {
+        assert_eq!(row.meta["subject"], mammoflow::stages::MetaValue::Str(row.item_id.clone()));
+    }
+}

@@ -64,9 +64,6 @@ impl Stage for Augment {
         // the recipes are per-item value inputs, not stage params
         serde_json::json!({ "seed": self.seed, "stage": self.stage_id })
     }
-    fn key_includes_item_id(&self) -> bool {
-        true
-    }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
         let recipes: Vec<String> = self.params.recipe.iter().map(|r| serde_json::to_string(r).expect("recipes serialise")).collect();
         Ok(upstream[0]

@@ -143,9 +143,6 @@ impl Stage for BalancedCrop {
         serde_json::json!({ "table": self.table, "exclude": self.exclude_ids, "pad_value": self.params.pad_value,
                             "pad_label": self.params.pad_label, "seed": self.seed, "stage": self.stage_id })
     }
-    fn key_includes_item_id(&self) -> bool {
-        true
-    }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
         let mut out = Vec::new();
         for src in upstream[0] {

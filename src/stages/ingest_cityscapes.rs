@@ -72,9 +72,6 @@ impl Stage for IngestCityscapes {
     fn arity(&self) -> Arity {
         Arity::Exactly(0)
     }
-    fn key_includes_item_id(&self) -> bool {
-        true
-    }
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "max_pixels": self.params.max_pixels })
     }

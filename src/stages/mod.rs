@@ -290,10 +290,6 @@ pub trait Stage: Send + Sync {
     /// Canonical params (defaults filled in, paths resolved) hashed into every key. Source *paths* do not
     /// belong here: sources enter keys by content.
     fn params(&self) -> serde_json::Value;
-    /// Whether the item id is part of the key (generators whose output depends on nothing else).
-    fn key_includes_item_id(&self) -> bool {
-        false
-    }
     /// The items this stage produces, from the item ids of each upstream stage (in declared input order).
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>>;
     /// Creates what the stage needs in the workspace before a run (the DICOM pseudonym key). Only

@@ -121,9 +121,6 @@ impl Stage for PhantomStage {
         }
         v
     }
-    fn key_includes_item_id(&self) -> bool {
-        true
-    }
     fn items(&self, _upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
         Ok((0..self.params.count).map(|i| ItemSpec { id: item_id(i), inputs: Vec::new() }).collect())
     }
