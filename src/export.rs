@@ -15,9 +15,8 @@ use polars::prelude::*;
 
 use crate::classes::ClassTable;
 use crate::metrics::Confusion;
-use crate::pipeline::{Pipeline, StageDef};
-use crate::stages::evaluate::StoredConfusion;
-use crate::stages::MetaValue;
+use crate::metrics::StoredConfusion;
+use crate::store::MetaValue;
 use crate::store::manifest;
 use crate::store::record::{Record, Status};
 
@@ -58,6 +57,20 @@ pub struct FoldScore {
     pub class_names: Vec<String>,
 }
 
+/// What the tables need to know of a stage: its id, kind, declared inputs and canonical params (the
+/// pipeline makes these; this layer knows no pipeline).
+#[derive(Debug, Clone)]
+pub struct StageRef {
+    /// Stage id.
+    pub id: String,
+    /// Stage kind.
+    pub kind: String,
+    /// Upstream stage ids, as declared.
+    pub inputs: Vec<String>,
+    /// Canonical params (the built stage's).
+    pub params: serde_json::Value,
+}
+
 /// Where the tables come from: a pipeline's stages and workspace, and which evaluate stages to
 /// tabulate (all of them, or those an `export` stage names).
 #[derive(Clone, Copy)]
@@ -69,22 +82,18 @@ pub struct Source<'a> {
     /// Its workspace.
     pub workspace: &'a Path,
     /// Its stages (at least the evaluate stages and every stage they read from).
-    pub stages: &'a [StageDef],
+    pub stages: &'a [StageRef],
     /// `None`: every evaluate stage.
     pub evals: Option<&'a [String]>,
 }
 
 impl<'a> Source<'a> {
-    /// Every evaluate stage of a pipeline.
-    pub fn of(p: &'a Pipeline) -> Self {
-        Source { name: &p.name, path: &p.path, workspace: &p.workspace, stages: &p.stages, evals: None }
-    }
     /// The evaluate stages tabulated.
-    pub(crate) fn evaluations(&self) -> impl Iterator<Item = &'a StageDef> + '_ {
+    pub(crate) fn evaluations(&self) -> impl Iterator<Item = &'a StageRef> + '_ {
         self.stages.iter().filter(|s| s.kind == "evaluate" && self.evals.is_none_or(|e| e.contains(&s.id)))
     }
     /// The train stages behind them.
-    fn trainings(&self) -> impl Iterator<Item = &'a StageDef> + '_ {
+    fn trainings(&self) -> impl Iterator<Item = &'a StageRef> + '_ {
         self.stages.iter().filter(|t| t.kind == "train" && (self.evals.is_none() || self.evaluations().any(|e| e.inputs.get(1) == Some(&t.id))))
     }
 }
@@ -105,7 +114,7 @@ pub(crate) fn output(p: &Source<'_>, r: &Record, role: &str) -> Option<PathBuf> 
     r.outputs.iter().find(|o| o.role == role).map(|o| p.workspace.join(&o.file))
 }
 
-pub(crate) fn stage<'a>(p: &Source<'a>, id: &str) -> crate::Result<&'a StageDef> {
+pub(crate) fn stage<'a>(p: &Source<'a>, id: &str) -> crate::Result<&'a StageRef> {
     p.stages.iter().find(|s| s.id == id).ok_or_else(|| err(format!("no stage `{id}`")))
 }
 
@@ -114,7 +123,7 @@ pub(crate) fn folds(p: &Source<'_>, split: &str) -> crate::Result<HashMap<String
     let recs = records(p, split)?;
     let r = recs.iter().find(|r| r.status == Status::Ok).ok_or_else(|| err(format!("split `{split}` has no assignment")))?;
     let path = output(p, r, "assignment").ok_or_else(|| err("the assignment has no file"))?;
-    crate::stages::split::read_assignment(&path)
+    crate::folds::read_assignment(&path)
 }
 
 /// An evaluated image's subject (the pseudonym ingest made), empty when it has none.
@@ -148,7 +157,7 @@ fn evaluations(p: &Source<'_>) -> crate::Result<(Vec<FoldScore>, Vec<ImageRow>)>
         let t = stage(p, &e.inputs[1])?;
         let split = stage(p, &t.inputs[1])?;
         let folds = folds(p, &split.id)?;
-        let tparams = t.stage.params();
+        let tparams = &t.params;
         let model = model_name(&tparams);
         let table: Option<ClassTable> = serde_json::from_value(tparams["table"].clone()).ok();
         let train_key = records(p, &t.id)?.into_iter().find(|r| r.status == Status::Ok).map(|r| r.key).unwrap_or_default();
@@ -283,7 +292,7 @@ pub fn tables(p: &Source<'_>) -> crate::Result<Tables> {
     let mut logs: Vec<DataFrame> = Vec::new();
     for t in p.trainings() {
         let Ok(recs) = records(p, &t.id) else { continue };
-        let model = model_name(&t.stage.params());
+        let model = model_name(&t.params);
         for r in recs.into_iter().filter(|r| r.status == Status::Ok) {
             let Some(path) = output(p, &r, "log") else { continue };
             let df = ParquetReader::new(std::fs::File::open(&path).map_err(|e| err(format!("{}: {e}", path.display())))?).finish().map_err(pe)?;
@@ -314,7 +323,7 @@ pub fn write(t: &mut Tables, dir: &Path) -> crate::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (name, df) in [("metrics", &mut t.metrics), ("per_class", &mut t.per_class), ("per_image", &mut t.per_image), ("training_log", &mut t.training_log)] {
         let path = dir.join(format!("{name}.parquet"));
-        let bytes = manifest::parquet_bytes(df).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
+        let bytes = crate::parquet::parquet_bytes(df).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
         std::fs::write(&path, bytes).map_err(|e| err(format!("writing {}: {e}", path.display())))?;
         out.push(path);
     }

@@ -39,18 +39,26 @@ pub struct KeyParts<'a> {
     pub item_id: Option<&'a str>,
 }
 
+/// The canonical JSON of a key: fields in sorted order, as [`canonical_json`] writes an object, so the
+/// key is the one a `serde_json::Value` of the same fields would give (a unit test holds them equal),
+/// without building that value: keying is most of what a no-op rerun does, once per item.
+#[derive(serde::Serialize)]
+struct KeyJson<'a> {
+    inputs: Vec<[&'a str; 2]>,
+    item: Option<&'a str>,
+    kind: &'a str,
+    params: &'a str,
+    version: u32,
+}
+
 /// Computes the cache key of an item.
 pub fn cache_key(parts: &KeyParts<'_>) -> String {
-    let mut inputs: Vec<&(String, String)> = parts.inputs.iter().collect();
-    inputs.sort();
-    let v = serde_json::json!({
-        "kind": parts.kind,
-        "version": parts.version,
-        "params": parts.params_hash,
-        "inputs": inputs.iter().map(|(r, k)| [r.as_str(), k.as_str()]).collect::<Vec<_>>(),
-        "item": parts.item_id,
-    });
-    hash_value(&v)
+    let mut inputs: Vec<[&str; 2]> = parts.inputs.iter().map(|(r, k)| [r.as_str(), k.as_str()]).collect();
+    inputs.sort_unstable();
+    let k = KeyJson { inputs, item: parts.item_id, kind: parts.kind, params: parts.params_hash, version: parts.version };
+    let mut h = blake3::Hasher::new();
+    serde_json::to_writer(&mut h, &k).expect("a key serialises");
+    h.finalize().to_hex().to_string()
 }
 
 #[cfg(test)]
@@ -68,6 +76,24 @@ mod tests {
         assert_eq!(key(&[("a", "1"), ("b", "2")], 1), key(&[("b", "2"), ("a", "1")], 1));
         assert_ne!(key(&[("a", "1"), ("b", "2")], 1), key(&[("a", "1"), ("b", "3")], 1));
         assert_ne!(key(&[("a", "1")], 1), key(&[("a", "1")], 2));
+    }
+
+    #[test]
+    fn the_key_is_the_hash_of_the_canonical_json_value() {
+        let inputs = vec![("src:image".to_string(), "ab\"c".to_string()), ("in0.0".to_string(), "é\n".to_string())];
+        for item_id in [None, Some("x/ü 1")] {
+            let parts = KeyParts { kind: "ingest-png", version: 3, params_hash: "p", inputs: &inputs, item_id };
+            let mut sorted: Vec<&(String, String)> = inputs.iter().collect();
+            sorted.sort();
+            let v = serde_json::json!({
+                "kind": parts.kind,
+                "version": parts.version,
+                "params": parts.params_hash,
+                "inputs": sorted.iter().map(|(r, k)| [r.as_str(), k.as_str()]).collect::<Vec<_>>(),
+                "item": parts.item_id,
+            });
+            assert_eq!(cache_key(&parts), hash_value(&v));
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! Pixels whose truth is the ignore label (Cityscapes' void, say) are not counted at all; predictions are
 //! always one of the classes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A `classes x classes` matrix of pixel counts, rows = truth, columns = prediction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,14 @@ pub struct Metrics {
     pub class_accuracy: Vec<Option<f64>>,
     /// Pixels counted (ignore label excluded).
     pub pixels: u64,
+}
+
+/// The stored form of a confusion matrix (the `evaluate` stage's `confusion` output, JSON; read back by
+/// the study's tables).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredConfusion {
+    /// Rows = truth, columns = prediction.
+    pub rows: Vec<Vec<u64>>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use image::{imageops, Rgb, RgbImage};
 use crate::classes::ClassTable;
 use crate::export::{folds, output, records, stage, subject};
 use crate::pipeline::Pipeline;
-use crate::stages::png;
+use crate::codec;
 use crate::store::record::Status;
 
 /// Rows per picture, and the side of each tile.
@@ -19,14 +19,15 @@ const TILE: u32 = 256;
 /// Writes `report-<evaluate stage>.png` for every evaluate stage: up to four images of `fold` (sorted
 /// ids), each as [image | truth | prediction]. Returns the paths.
 pub fn truth_vs_prediction(p: &Pipeline, fold: &str) -> crate::Result<Vec<PathBuf>> {
-    let p = &crate::export::Source::of(p);
+    let refs = p.stage_refs();
+    let p = &p.tables_source(&refs);
     let err = |m: String| crate::Error::Execution(m);
     let mut written = Vec::new();
     for e in p.stages.iter().filter(|s| s.kind == "evaluate") {
         let images = stage(p, &e.inputs[0])?;
         let t = stage(p, &e.inputs[1])?;
         let folds = folds(p, &t.inputs[1])?;
-        let table: Option<ClassTable> = serde_json::from_value(t.stage.params()["table"].clone()).ok();
+        let table: Option<ClassTable> = serde_json::from_value(t.params["table"].clone()).ok();
         let mut colour = [[255u8, 255, 255]; 256];
         if let Some(t) = &table {
             for c in &t.classes {
@@ -49,11 +50,11 @@ pub fn truth_vs_prediction(p: &Pipeline, fold: &str) -> crate::Result<Vec<PathBu
         for (row, r) in chosen.iter().enumerate() {
             let src = sources.iter().find(|s| s.item_id == r.item_id).ok_or_else(|| err(format!("no `{}` item {} behind its evaluation", images.id, r.item_id)))?;
             let file = |rec, role: &str| output(p, rec, role).ok_or_else(|| err(format!("item {} has no `{role}` output", r.item_id)));
-            let img = crate::tensor::decode_image(&crate::fsio::read_file(&file(src, "image")?)?)?.luma();
-            let truth = png::read_labels(&file(src, "labels")?)?;
-            let pred = png::read_labels(&file(r, "prediction")?)?;
+            let img = crate::npy::decode_image(&crate::fsio::read_file(&file(src, "image")?)?)?.luma();
+            let truth = codec::read_labels(&file(src, "labels")?)?;
+            let pred = codec::read_labels(&file(r, "prediction")?)?;
             let gray = |x: u32, y: u32| (img.data[y as usize * img.width + x as usize] >> 8) as u16;
-            let over = |labels: &crate::tensor::Tensor2<u8>| {
+            let over = |labels: &crate::npy::Tensor2<u8>| {
                 RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
                     let c = colour[labels.data[y as usize * labels.width + x as usize] as usize];
                     let g = gray(x, y);

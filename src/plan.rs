@@ -259,7 +259,7 @@ impl UpstreamResults for UpstreamView<'_, '_> {
     fn item(&self, i: usize) -> &str {
         &self.ups[i].item
     }
-    fn meta(&self, i: usize) -> Option<&std::collections::BTreeMap<String, crate::stages::MetaValue>> {
+    fn meta(&self, i: usize) -> Option<&std::collections::BTreeMap<String, crate::store::MetaValue>> {
         self.ups[i].record.filter(|r| r.status == Status::Ok).map(|r| &r.meta)
     }
     fn file(&self, i: usize, role: &str) -> Option<PathBuf> {

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 
 use crate::models::{self, ModelSpec, SegModel};
-use crate::tensor::{Image, Tensor2};
+use crate::npy::{Image, Tensor2};
 use crate::train::loader::{unit, CENTRE};
 
 /// A network rebuilt from a checkpoint (its spec is in the file's metadata).

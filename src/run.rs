@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::exec::{self, Cluster, Driver, FailedItem, ProgressMode, StageSummary};
+use crate::exec::{self, Cluster, Driver, FailedItem, Order, ProgressMode, StageSummary};
 use crate::pipeline::Pipeline;
 use crate::plan::{self, ItemState, Objects, Plan, PlanEnv, Reason};
 use crate::store::{Cas, OutputRef, Record, StatCache, Status, Workspace, WorkspaceLock};
@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub progress: ProgressMode,
     /// Text describing the command, written into the lock file.
     pub command: String,
+    /// Streaming (the default) or stage by stage (only `bench stream` asks for it, to compare).
+    pub order: Order,
 }
 
 /// What a run did.
@@ -141,6 +143,9 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
 /// Hashes, in full, every cached output a stale item is about to read; a corrupt one turns its item stale.
 /// Repeats until nothing changes, since a newly stale item makes its own inputs worth checking.
 fn verify_stale_inputs(plan: &mut Plan, ws: &Workspace) {
+    if plan.stale() == 0 {
+        return;
+    }
     // (stage, item id) -> (position in plan.stages, position in its items)
     let index: HashMap<(usize, &str), (usize, usize)> = plan
         .stages
@@ -181,8 +186,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
     let ws = Workspace::new(&pipeline.workspace);
     let pipeline = Arc::new(pipeline);
     if !opts.cluster.is_driver() {
-        let epochs = pipeline.selected(opts.until.as_deref())?.iter().filter(|&&s| s).count();
-        exec::execute(pipeline, ws, &opts.cluster, epochs, None)?;
+        exec::execute(pipeline, ws, &opts.cluster, None)?;
         return Ok(RunReport::default());
     }
     let _lock = WorkspaceLock::acquire(&ws.root, &opts.command)?;
@@ -193,14 +197,13 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
     let planned = make_plan(&pipeline, &ws, opts.until.as_deref(), opts.retry_failed, true)?;
     planned.stat.save(&ws.statcache(), &ws.tmp())?;
     let stale = planned.plan.stale();
-    let mut driver = Driver::new(pipeline.clone(), ws.clone(), planned.plan, planned.must_write, opts.progress);
+    let mut driver = Driver::new(pipeline.clone(), ws.clone(), planned.plan, planned.must_write, opts.progress, opts.order);
     let local_only = matches!(opts.cluster, Cluster::Local { .. });
     let driver = if stale == 0 && local_only {
         driver.finish_inline()?;
         driver
     } else {
-        let epochs = driver.epochs();
-        exec::execute(pipeline, ws, &opts.cluster, epochs, Some(driver))?
+        exec::execute(pipeline, ws, &opts.cluster, Some(driver))?
             .ok_or_else(|| crate::error::Error::Execution("the driving worker returned nothing".into()))?
     };
     let mut report = RunReport { warnings: planned.warnings, ..Default::default() };

@@ -10,7 +10,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 use mammoflow::dicom::write::{write_mg, MgSpec};
 use mammoflow::dicom::{decode, open_bytes, DecodeOptions, VoiChoice};
-use mammoflow::tensor::Tensor2;
+use mammoflow::npy::Tensor2;
 use util::*;
 
 fn spec(monochrome1: bool, rle: bool, bits: u8) -> MgSpec {
@@ -67,7 +67,7 @@ fn bad_dicom_files_fail_alone_with_clear_messages() {
     put("good.dcm", &good);
     put("truncated.dcm", &good[..good.len() / 2]);
     put("empty.dcm", b"");
-    put("png.dcm", &mammoflow::stages::png::encode_u8(&Tensor2 { height: 2, width: 2, data: vec![0, 1, 2, 3] }));
+    put("png.dcm", &mammoflow::codec::encode_u8(&Tensor2 { height: 2, width: 2, data: vec![0, 1, 2, 3] }));
     put("no_pixels.dcm", &rewrite(&good, None, |o| {
         o.remove_element(tags::PIXEL_DATA);
     }));

@@ -41,7 +41,7 @@ fn bad_items_fail_alone_with_clear_messages_and_are_recorded() {
     let b = std::fs::read(&img0).unwrap();
     std::fs::write(&img0, &b[..b.len() / 3]).unwrap();
     std::fs::write(data.join("images").join(&names[1]), b"").unwrap();
-    let small = mammoflow::stages::png::encode_u8(&mammoflow::tensor::Tensor2 { height: 10, width: 10, data: vec![0; 100] });
+    let small = mammoflow::codec::encode_u8(&mammoflow::npy::Tensor2 { height: 10, width: 10, data: vec![0; 100] });
     std::fs::write(data.join("masks").join(format!("{}_adipose.png", stem(2))), small).unwrap();
     std::fs::remove_file(data.join("masks").join(format!("{}_pectoral.png", stem(3)))).unwrap();
     std::fs::write(data.join("images").join(&names[4]), b"hello, I am not a PNG").unwrap();

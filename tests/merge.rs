@@ -4,7 +4,7 @@ mod util;
 
 use std::path::Path;
 
-use mammoflow::tensor::Tensor2;
+use mammoflow::npy::Tensor2;
 use util::*;
 
 fn table(name: &str) -> String {
@@ -50,7 +50,7 @@ fn ddsm_masks_merge_back_into_the_published_label_maps_exactly() {
 
 fn png(dir: &Path, name: &str, w: usize, h: usize, f: impl Fn(usize, usize) -> u8) {
     let data = (0..w * h).map(|i| f(i % w, i / w)).collect();
-    std::fs::write(dir.join(name), mammoflow::stages::png::encode_u8(&Tensor2 { height: h, width: w, data })).unwrap();
+    std::fs::write(dir.join(name), mammoflow::codec::encode_u8(&Tensor2 { height: h, width: w, data })).unwrap();
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod util;
 
-use mammoflow::tensor::Tensor2;
+use mammoflow::npy::Tensor2;
 use util::*;
 
 #[test]
@@ -48,7 +48,7 @@ fn cityscapes_layout_maps_label_ids_to_train_ids() {
         png_rgb(&img_dir.join(format!("{name}_leftImg8bit.png")), 8, 4, name.len() as u8);
         // label ids 0..32 across the image: 7 (road) -> 0, 26 (car) -> 13, 33 (bicycle) -> 18, 6 -> ignore
         let ids: Vec<u8> = (0..32).map(|i| [7u8, 26, 33, 6][i % 4]).collect();
-        std::fs::write(gt_dir.join(format!("{name}_gtFine_labelIds.png")), mammoflow::stages::png::encode_u8(&Tensor2 { height: 4, width: 8, data: ids })).unwrap();
+        std::fs::write(gt_dir.join(format!("{name}_gtFine_labelIds.png")), mammoflow::codec::encode_u8(&Tensor2 { height: 4, width: 8, data: ids })).unwrap();
         // files that are not part of the layout are ignored
         std::fs::write(gt_dir.join(format!("{name}_gtFine_color.png")), b"x").unwrap();
     }

@@ -282,7 +282,7 @@ params = {{ overlap = 16 }}
     let ingest = manifest_rows(&ws, "ingest");
     assert_eq!(ingest.len(), 10);
     let img = ingest[0].outputs.iter().find(|o| o.role == "image").unwrap();
-    let decoded = mammoflow::tensor::decode_image(&std::fs::read(ws.join(&img.file)).unwrap()).unwrap();
+    let decoded = mammoflow::npy::decode_image(&std::fs::read(ws.join(&img.file)).unwrap()).unwrap();
     assert_eq!((decoded.height, decoded.width, decoded.channels), (80, 96, 3));
     assert_eq!(ingest[0].meta.get("subject"), Some(&MetaValue::Str("city0".into())));
     // 5 cities: 3 train, 1 val, 1 test, two frames each.
@@ -339,7 +339,7 @@ fn editing_a_test_image_rescores_it_and_never_retrains() {
     assert_eq!((r["failed"].as_u64(), stage(&r, "train")["computed"].as_u64()), (Some(0), Some(1)), "{r}");
     let ws = dir.path().join("ws");
     let assignment = manifest_rows(&ws, "split")[0].outputs[0].file.clone();
-    let folds = mammoflow::stages::split::read_assignment(&ws.join(assignment)).unwrap();
+    let folds = mammoflow::folds::read_assignment(&ws.join(assignment)).unwrap();
     let image_of = |fold: &str| {
         let subject = folds.iter().filter(|(_, f)| *f == fold).map(|(s, _)| s.clone()).min().unwrap();
         data.join(format!("images/{subject}.png"))

@@ -6,6 +6,7 @@ mod augment;
 mod dicom;
 mod peer;
 mod rerun;
+mod stream;
 mod train_step;
 
 pub use peer::{peers_dir, peers_python};
@@ -72,19 +73,20 @@ pub struct BenchOptions {
     pub device: Option<String>,
     /// `train-step --layers`: time per layer type instead of per network.
     pub layers: bool,
-    /// `train-step`: only this network.
+    /// `train-step`: only this network; `stream`: only this pipeline.
     pub model: Option<String>,
     /// `train-step`: run one case in this process (`INDEX:ours|candle`), for the parent's RSS figure.
     pub child: Option<String>,
 }
 
 /// Benchmark names.
-pub const NAMES: &[&str] = &["rerun", "dicom", "augment", "train-step"];
+pub const NAMES: &[&str] = &["rerun", "stream", "dicom", "augment", "train-step"];
 
 /// Runs a benchmark by name.
 pub fn run(name: &str, opts: &BenchOptions) -> anyhow::Result<Report> {
     match name {
         "rerun" => rerun::run(opts),
+        "stream" => stream::run_bench(opts),
         "dicom" => dicom::run(opts),
         "augment" => augment::run(opts),
         "train-step" => train_step::run(opts),

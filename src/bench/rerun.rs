@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use super::{peers_dir, peers_python, BenchOptions, Report, Row};
-use crate::stages::png;
-use crate::tensor::Tensor2;
+use crate::codec;
+use crate::npy::Tensor2;
 
 fn gen_image(i: usize, seed: u64, side: usize) -> Tensor2<u8> {
     use rand::{Rng, SeedableRng};
@@ -74,7 +74,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     std::fs::create_dir_all(&images)?;
     let side = side_for(n);
     for i in 0..n {
-        std::fs::write(images.join(format!("img_{i:06}.png")), png::encode_u8(&gen_image(i, 0, side)))?;
+        std::fs::write(images.join(format!("img_{i:06}.png")), codec::encode_u8(&gen_image(i, 0, side)))?;
     }
     let pipe = dir.join("bench.toml");
     std::fs::write(
@@ -88,7 +88,7 @@ pub fn run(opts: &BenchOptions) -> anyhow::Result<Report> {
     let (first, _) = timed(&exe, &run_args)?;
     let noop = median3(&exe, &run_args)?;
     let status = median3(&exe, &["status", p.as_str(), "--json"])?;
-    std::fs::write(images.join("img_000000.png"), png::encode_u8(&gen_image(0, 7, side)))?;
+    std::fs::write(images.join("img_000000.png"), codec::encode_u8(&gen_image(0, 7, side)))?;
     let (one, out) = timed(&exe, &run_args)?;
     let one_computed = computed(&out);
     let new_size = format!("crop.size={}", side * 3 / 8);

@@ -7,7 +7,8 @@ use crate::export;
 
 pub(crate) fn export(a: ExportArgs) -> anyhow::Result<i32> {
     let p = super::load(&a.common)?;
-    let mut t = export::tables(&export::Source::of(&p))?;
+    let refs = p.stage_refs();
+    let mut t = export::tables(&p.tables_source(&refs))?;
     let rows = [t.metrics.height(), t.per_class.height(), t.per_image.height(), t.training_log.height()];
     let files = export::write(&mut t, &a.out)?;
     for (f, n) in files.iter().zip(rows) {
@@ -34,7 +35,8 @@ pub(crate) fn report(a: ReportArgs) -> anyhow::Result<i32> {
 
 /// Prints the comparison table of one fold (default `test`, else `val`); returns it as JSON.
 pub(crate) fn table(p: &crate::Pipeline, fold: Option<&str>) -> anyhow::Result<serde_json::Value> {
-    let scores = export::scores(&export::Source::of(p))?;
+    let refs = p.stage_refs();
+    let scores = export::scores(&p.tables_source(&refs))?;
     anyhow::ensure!(!scores.is_empty(), "no evaluated model in {} (add `train` and `evaluate` stages, then `mammoflow run`)", p.path.display());
     let fold = fold.map(str::to_string).unwrap_or_else(|| if scores.iter().any(|s| s.fold == "test") { "test".into() } else { "val".into() });
     let chosen: Vec<_> = scores.iter().filter(|s| s.fold == fold).collect();

@@ -5,10 +5,12 @@ mod args;
 mod bench_cmd;
 mod dag;
 mod export_cmd;
+mod gc_cmd;
 mod model_cmd;
 mod predict_cmd;
 mod run_cmd;
 mod status_cmd;
+mod verify_cmd;
 
 use std::path::PathBuf;
 
@@ -36,16 +38,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(a) => run_cmd::run(a),
         Command::Status(a) => status_cmd::status(a),
         Command::Dag(a) => dag::dag(a),
-        Command::Gc(a) => {
-            let p = load(&a.common)?;
-            let r = crate::gc::gc(&p)?;
-            println!("gc: deleted {} objects, freed {} bytes ({:.1} MiB), kept {}", r.files, r.bytes, r.bytes as f64 / 1048576.0, r.kept);
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            }
-            Ok(0)
-        }
-        Command::Verify(a) => verify(a),
+        Command::Gc(a) => gc_cmd::gc(a),
+        Command::Verify(a) => verify_cmd::verify(a),
         Command::Bench(a) => bench_cmd::bench(a),
         Command::Model(a) => model_cmd::model(a),
         Command::Export(a) => export_cmd::export(a),
@@ -53,39 +47,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Predict(a) => predict_cmd::predict(a),
         Command::Evaluate(a) => predict_cmd::evaluate(a),
     }
-}
-
-/// `verify`: hash every object; repair by deleting the corrupt ones and running the selected stages.
-fn verify(a: args::VerifyArgs) -> anyhow::Result<i32> {
-    let p = load(&a.common)?;
-    let report = crate::verify::verify(&p, a.common.until.as_deref(), !a.no_repair)?;
-    println!("verify: {} objects ({:.1} MiB) intact, {} corrupt, {} missing", report.objects, report.bytes as f64 / 1048576.0, report.corrupt.len(), report.missing.len());
-    for b in report.corrupt.iter().take(20) {
-        println!("corrupt: {}/{}: {}", b.stage, b.item, b.file);
-    }
-    for b in report.missing.iter().take(20) {
-        println!("missing: {}/{}: {}", b.stage, b.item, b.file);
-    }
-    let broken = report.corrupt.len() + report.missing.len();
-    let mut recomputed = 0;
-    if broken > 0 && !a.no_repair {
-        let opts = crate::run::RunOptions {
-            until: a.common.until.clone(),
-            cluster: crate::exec::Cluster::Local { workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) },
-            retry_failed: false,
-            progress: crate::exec::ProgressMode::Quiet,
-            command: "mammoflow verify".into(),
-        };
-        let run = crate::run::run(load(&a.common)?, &opts)?;
-        recomputed = run.computed;
-        println!("repaired: {recomputed} item(s) recomputed");
-    }
-    if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["recomputed"] = recomputed.into();
-        println!("{}", serde_json::to_string(&v)?);
-    }
-    Ok(if broken > 0 && a.no_repair { 1 } else { 0 })
 }
 
 /// Loads the pipeline named by the common arguments, with overrides.

@@ -8,8 +8,8 @@ use anyhow::Context;
 use super::args::{EvaluateArgs, PredictArgs};
 use crate::metrics::Confusion;
 use crate::predict::Loaded;
-use crate::stages::png::{self, Gray};
-use crate::tensor::{Image, Tensor2};
+use crate::codec;
+use crate::npy::Image;
 
 /// Colours for class ids when no class table is given.
 const PALETTE: [[u8; 3]; 8] = [[0, 0, 0], [60, 180, 75], [0, 130, 200], [145, 30, 180], [230, 25, 75], [255, 225, 25], [245, 130, 48], [70, 240, 240]];
@@ -48,10 +48,7 @@ fn read_image(path: &Path) -> anyhow::Result<Image> {
         anyhow::ensure!((w as u64) * (h as u64) <= crate::stages::DEFAULT_MAX_PIXELS, "{what}: {w} x {h} pixels exceeds the limit");
         return Ok(Image::rgb8(h, w, img.as_raw()));
     }
-    Ok(Image::gray(match png::decode_gray(&bytes, &what, crate::stages::DEFAULT_MAX_PIXELS)? {
-        Gray::U16(t) => t,
-        Gray::U8(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() },
-    }))
+    Ok(Image::gray(codec::decode_gray(&bytes, &what, crate::stages::DEFAULT_MAX_PIXELS)?.into_u16()))
 }
 
 fn stem(p: &Path) -> String {
@@ -73,7 +70,7 @@ pub(crate) fn predict(a: PredictArgs) -> anyhow::Result<i32> {
         let img = read_image(f)?;
         let labels = model.predict(&img, a.overlap, 4)?;
         let s = stem(f);
-        std::fs::write(a.out.join(format!("{s}_labels.png")), png::encode_u8(&labels))?;
+        std::fs::write(a.out.join(format!("{s}_labels.png")), codec::encode_u8(&labels))?;
         let luma = img.luma();
         let overlay = image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
             let p = y as usize * img.width + x as usize;
@@ -96,7 +93,7 @@ pub(crate) fn evaluate(a: EvaluateArgs) -> anyhow::Result<i32> {
     for (i, f) in files.iter().enumerate() {
         let mask = a.masks.join(a.mask_pattern.replace("{stem}", &stem(f)));
         anyhow::ensure!(mask.is_file(), "no label map {} for image {} (see --mask-pattern)", mask.display(), f.display());
-        let truth = png::read_labels(&mask)?;
+        let truth = codec::read_labels(&mask)?;
         let img = read_image(f)?;
         anyhow::ensure!((img.width, img.height) == (truth.width, truth.height), "{} is {}x{} but its label map {} is {}x{}", f.display(), img.width, img.height, mask.display(), truth.width, truth.height);
         let pred = model.predict(&img, a.overlap, 4)?;

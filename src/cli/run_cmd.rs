@@ -20,7 +20,7 @@ pub(crate) fn run(a: RunArgs) -> anyhow::Result<i32> {
     let progress = if a.quiet { ProgressMode::Quiet } else { ProgressMode::Auto };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let is_driver = cluster.is_driver();
-    let opts = RunOptions { until: a.common.until.clone(), cluster, retry_failed: a.retry_failed, progress, command };
+    let opts = RunOptions { until: a.common.until.clone(), cluster, retry_failed: a.retry_failed, progress, command, order: Default::default() };
     let report = run_pipeline(pipeline, &opts)?;
     if !is_driver {
         if !a.quiet {

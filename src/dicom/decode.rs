@@ -22,8 +22,8 @@ use super::header::{self, ImageHeader, VoiChoice};
 use super::pixels::Pipeline;
 use crate::error::Result;
 use crate::item_err;
-use crate::stages::MetaValue;
-use crate::tensor::Tensor2;
+use crate::store::MetaValue;
+use crate::npy::Tensor2;
 
 /// Options of the decoder.
 #[derive(Debug, Clone, Copy)]

@@ -10,7 +10,7 @@ use dicom_object::InMemDicomObject;
 
 use super::header::{text, ImageHeader};
 use super::subject::pseudonym;
-use crate::stages::MetaValue;
+use crate::store::MetaValue;
 
 /// Fills metadata columns from the header.
 pub fn collect(obj: &InMemDicomObject, h: &ImageHeader, ts: (&str, &str), key: &[u8; 32], meta: &mut BTreeMap<String, MetaValue>) {

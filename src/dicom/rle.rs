@@ -79,7 +79,7 @@ pub fn decode(fragment: &[u8], count: usize, bits_allocated: u16) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tensor::Tensor2;
+    use crate::npy::Tensor2;
 
     #[test]
     fn decodes_what_the_writer_encodes() {

@@ -12,7 +12,7 @@ use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::Tensor2;
+use crate::npy::Tensor2;
 
 /// Digital Mammography X-Ray Image Storage - For Presentation.
 const MG_FOR_PRESENTATION: &str = "1.2.840.10008.5.1.4.1.1.1.2";

@@ -1,12 +1,21 @@
-//! The driver: turns a plan into tasks stage by stage, journals results as they arrive and writes each
-//! stage's manifest when the stage is complete.
+//! The driver: hands out an item as soon as the items it reads are done, whatever their stage; journals
+//! results as they arrive, and writes a stage's manifest as soon as its last item is done.
+//!
+//! It keeps, for every item not yet done, how many of the items it reads are not done either. When that
+//! count reaches zero the item is keyed (if it read results made in this run: early cutoff may find it
+//! fresh) and, if stale, becomes ready. Ready items of later stages go first, so one image travels
+//! ingest -> merge -> augment -> crop before the next is read: the first crop comes early and what is
+//! in flight stays bounded. An item gathering many others (split, contact sheet, training, export) is
+//! ready exactly when its last input is done: the driver learns that from the records it journals,
+//! which every result passes through anyway before anything may read it.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::progress::{ProgressMode, StageProgress};
+use super::progress::{Progress, ProgressMode};
 use super::task::{Done, Task};
 use crate::error::{IoContext, Result};
 use crate::pipeline::{FailedInputs, Pipeline};
@@ -32,6 +41,11 @@ pub struct StageSummary {
     /// Failed upstream items its items left out (`on_failed_inputs = "skip"`); absent when none.
     #[serde(skip_serializing_if = "is_zero")]
     pub skipped_inputs: usize,
+    /// Seconds from the start of the run to this stage's first computed item; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_result_s: Option<f64>,
+    /// Seconds from the start of the run to the stage's end.
+    pub finished_s: f64,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -65,12 +79,36 @@ impl FailedItem {
 
 /// Items that gathered many inputs and left failed ones out: `(stage, item, how many, names)`.
 pub fn skipped_inputs(stage: &str, r: &Record) -> Option<(String, String, usize, String)> {
-    let Some(crate::stages::MetaValue::Int(n)) = r.meta.get("skipped_inputs") else { return None };
+    let Some(crate::store::MetaValue::Int(n)) = r.meta.get("skipped_inputs") else { return None };
     let names = match r.meta.get("skipped") {
-        Some(crate::stages::MetaValue::Str(s)) => s.clone(),
+        Some(crate::store::MetaValue::Str(s)) => s.clone(),
         _ => String::new(),
     };
     Some((stage.to_string(), r.item_id.clone(), *n as usize, names))
+}
+
+/// Order in which ready items are handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// As soon as an item's inputs are done, later stages first.
+    #[default]
+    Streaming,
+    /// Stage by stage: no item of a stage starts before every earlier stage is complete (only for
+    /// `bench stream`, which compares the two).
+    Barrier,
+}
+
+/// A run's state in one stage.
+#[derive(Default)]
+struct StageRun {
+    /// Items not yet done.
+    remaining: usize,
+    /// Items computed in this run.
+    computed: usize,
+    first_dispatch: Option<Instant>,
+    first_result: Option<f64>,
+    journal: Option<Journal>,
+    finished: bool,
 }
 
 /// State of the driving worker.
@@ -78,243 +116,359 @@ pub struct Driver {
     pipeline: Arc<Pipeline>,
     ws: Workspace,
     plan: Plan,
+    order: Order,
     /// Whether a stage's manifest must be rewritten even if nothing is computed (items removed, journal
     /// left by a killed run, unreadable manifest).
     must_write: Vec<bool>,
     /// Latest record of every item, by pipeline stage index.
     latest: HashMap<usize, HashMap<String, Record>>,
-    /// Items computed in this run, by pipeline stage index: their downstream items are keyed again.
-    recomputed: HashMap<usize, HashSet<String>>,
-    mode: ProgressMode,
-    journal: Option<Journal>,
-    progress: Option<StageProgress>,
+    /// Plan position of each pipeline stage.
+    position: HashMap<usize, usize>,
+    /// Per plan stage and item: upstream items not done yet (`u32::MAX`: the item is done).
+    waiting: Vec<Vec<u32>>,
+    /// Per plan stage and item: whether it read a result made in this run (it is keyed again).
+    resettle: Vec<Vec<bool>>,
+    /// Per plan stage and item: the items reading it that wait for it.
+    dependents: HashMap<(usize, usize), Vec<(usize, usize)>>,
+    /// Items whose inputs are done, by priority.
+    ready: BinaryHeap<(i64, Reverse<usize>, usize)>,
+    stages: Vec<StageRun>,
+    progress: Progress,
     started: Instant,
-    computed: usize,
-    new_failed: usize,
-    /// One summary per finished stage.
+    /// One summary per finished stage, by plan position.
+    done_summaries: Vec<Option<StageSummary>>,
+    /// One summary per stage, in plan order (filled when every stage is done).
     pub summaries: Vec<StageSummary>,
-    /// Pictures written for people (contact sheets), by stage.
+    /// Files published for people (contact sheets), by stage.
     pub pictures: Vec<std::path::PathBuf>,
     /// Every failed item of the selected stages (new or cached), in stage order.
     pub failures: Vec<FailedItem>,
     /// Items that left failed inputs out, `(stage, item, count, names)`.
     pub skipped: Vec<(String, String, usize, String)>,
+    failures_by_stage: Vec<Vec<FailedItem>>,
+    skipped_by_stage: Vec<Vec<(String, String, usize, String)>>,
 }
+
+const DONE: u32 = u32::MAX;
 
 impl Driver {
     /// A driver for `plan`; `must_write[k]` is for `plan.stages[k]`.
-    pub fn new(pipeline: Arc<Pipeline>, ws: Workspace, plan: Plan, must_write: Vec<bool>, mode: ProgressMode) -> Self {
+    ///
+    /// The records of items already done (fresh, reading nothing recomputed) move from the plan into
+    /// the driver: a no-op rerun copies no record.
+    pub fn new(pipeline: Arc<Pipeline>, ws: Workspace, mut plan: Plan, must_write: Vec<bool>, mode: ProgressMode, order: Order) -> Self {
+        let n = plan.stages.len();
+        let position: HashMap<usize, usize> = plan.stages.iter().enumerate().map(|(k, sp)| (sp.stage, k)).collect();
         let mut latest: HashMap<usize, HashMap<String, Record>> = HashMap::new();
-        for sp in &plan.stages {
-            let m = latest.entry(sp.stage).or_default();
-            for it in &sp.items {
-                if let ItemState::Fresh(r) | ItemState::FreshFailed(r) = &it.state {
-                    m.insert(it.id.clone(), r.clone());
+        let mut waiting: Vec<Vec<u32>> = Vec::with_capacity(n);
+        let mut resettle: Vec<Vec<bool>> = Vec::with_capacity(n);
+        let mut dependents: HashMap<(usize, usize), Vec<(usize, usize)>> = HashMap::new();
+        let mut stages: Vec<StageRun> = (0..n).map(|_| StageRun::default()).collect();
+        let mut ready = BinaryHeap::new();
+        // Stages with an item not done: an item whose upstream items are all in other stages is
+        // checked without a lookup (the whole no-op rerun).
+        let mut open: Vec<bool> = vec![false; n];
+        for k in 0..n {
+            let stage = plan.stages[k].stage;
+            let len = plan.stages[k].items.len();
+            let mut m = HashMap::with_capacity(len);
+            let mut w = Vec::with_capacity(len);
+            let mut again = vec![false; len];
+            for j in 0..len {
+                let mut count = 0u32;
+                for (s, item) in &plan.stages[k].items[j].upstream {
+                    let Some(&uk) = position.get(s).filter(|&&uk| open[uk]) else { continue };
+                    let Ok(uj) = plan.stages[uk].items.binary_search_by(|x| x.id.as_str().cmp(item)) else { continue };
+                    if waiting[uk][uj] != DONE {
+                        count += 1;
+                        dependents.entry((uk, uj)).or_default().push((k, j));
+                    }
+                }
+                again[j] = count > 0;
+                let it = &mut plan.stages[k].items[j];
+                let fresh = matches!(it.state, ItemState::Fresh(_) | ItemState::FreshFailed(_));
+                if fresh && count == 0 {
+                    // done: its record moves here (the plan keeps a placeholder it never reads again)
+                    if let ItemState::Fresh(r) | ItemState::FreshFailed(r) = std::mem::replace(&mut it.state, ItemState::Pending(crate::plan::Reason::NewItem)) {
+                        m.insert(it.id.clone(), r);
+                    }
+                    w.push(DONE);
+                } else {
+                    stages[k].remaining += 1;
+                    open[k] = true;
+                    if count == 0 {
+                        ready.push((priority(order, k), Reverse(j), k));
+                    }
+                    w.push(count);
                 }
             }
+            waiting.push(w);
+            resettle.push(again);
+            latest.insert(stage, m);
+        }
+        let names = plan.stages.iter().map(|sp| pipeline.stages[sp.stage].id.clone()).collect();
+        let mut progress = Progress::new(mode, names);
+        for (k, s) in stages.iter().enumerate() {
+            progress.expect(k, s.remaining as u64);
         }
         Driver {
             pipeline,
             ws,
             plan,
+            order,
             must_write,
             latest,
-            recomputed: HashMap::new(),
-            mode,
-            journal: None,
-            progress: None,
+            position,
+            waiting,
+            resettle,
+            dependents,
+            ready,
+            stages,
+            progress,
             started: Instant::now(),
-            computed: 0,
-            new_failed: 0,
+            done_summaries: (0..n).map(|_| None).collect(),
             summaries: Vec::new(),
             pictures: Vec::new(),
             failures: Vec::new(),
             skipped: Vec::new(),
+            failures_by_stage: vec![Vec::new(); n],
+            skipped_by_stage: vec![Vec::new(); n],
         }
     }
 
-    /// Number of stage epochs.
-    pub fn epochs(&self) -> usize {
-        self.plan.stages.len()
-    }
-
-    /// Starts epoch `k`: keys the items that waited on upstream results (and those whose upstream item
-    /// was recomputed), then returns the tasks of the stale items of `plan.stages[k]`.
-    pub fn begin_stage(&mut self, k: usize) -> Vec<Task> {
+    /// Ends the stages that have nothing to do (writing their manifests where needed). Call once,
+    /// before handing out tasks.
+    pub fn start(&mut self) -> Result<()> {
         self.started = Instant::now();
-        self.computed = 0;
-        self.new_failed = 0;
-        self.settle(k);
-        let sp = &self.plan.stages[k];
-        let sd = &self.pipeline.stages[sp.stage];
-        let mut tasks = Vec::new();
-        for it in sp.items.iter().filter(|i| matches!(i.state, ItemState::Stale(_) | ItemState::Pending(_))) {
-            let mut files: Vec<(String, Vec<u8>)> = it.sources.iter().map(|(r, p)| (r.clone(), p.as_os_str().as_bytes().to_vec())).collect();
-            let mut upstream_failed = None;
-            let mut skipped = Vec::new();
-            let mut upstream_meta = Vec::with_capacity(it.upstream.len());
-            let gathers = |s: usize| sd.input_idx.iter().position(|&x| x == s).is_some_and(|i| sd.stage.gathers(i));
-            let skip_failed = sd.on_failed_inputs == FailedInputs::Skip;
-            // An item gathering many inputs numbers its roles by the inputs it gets (`in0/`, `in1/`, ...).
-            let ok: Vec<(&String, &Record)> = it
-                .upstream
-                .iter()
-                .filter_map(|(s, item)| {
-                    let name = || format!("{}/{item}", self.pipeline.stages[*s].id);
-                    match self.latest.get(s).and_then(|m| m.get(item)) {
-                        Some(r) if r.status == Status::Ok => return Some((item, r)),
-                        Some(_) | None if skip_failed && gathers(*s) => skipped.push(name()),
-                        Some(r) => {
-                            let why = r.error.as_deref().unwrap_or("failed");
-                            upstream_failed.get_or_insert(format!("upstream item {} failed: {why}", name()));
-                        }
-                        None => {
-                            upstream_failed.get_or_insert(format!("upstream item {} was not computed", name()));
-                        }
-                    }
-                    None
-                })
-                .collect();
-            let prefixed = it.upstream.len() > 1;
-            for (n, (item, r)) in ok.into_iter().enumerate() {
-                upstream_meta.push((item.clone(), r.meta.clone()));
-                for o in &r.outputs {
-                    let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
-                    files.push((role, self.ws.root.join(&o.file).into_os_string().into_vec()));
-                }
+        for k in 0..self.stages.len() {
+            if self.stages[k].remaining == 0 {
+                self.finish_stage(k)?;
             }
-            tasks.push(Task {
-                stage: sp.stage,
-                worker: 0,
-                item: it.id.clone(),
-                key: it.key.clone(),
-                params_hash: sp.params_hash.clone(),
-                version: sp.version,
-                key_inputs: it.key_inputs.clone(),
-                files,
-                upstream_failed,
-                skipped,
-                upstream_meta,
-            });
         }
-        if !tasks.is_empty() {
-            self.progress = Some(StageProgress::start(self.mode, &sd.id, tasks.len() as u64));
-        }
-        tasks
-    }
-
-    /// Records a finished item: journal first (so a kill after this point keeps it), then memory.
-    pub fn on_done(&mut self, (stage, record): Done) -> Result<()> {
-        if self.journal.is_none() {
-            self.journal = Some(Journal::open(&self.ws.journal(&self.pipeline.stages[stage].id))?);
-        }
-        self.journal.as_mut().expect("opened above").append(&record)?;
-        let failed = record.status != Status::Ok;
-        self.computed += 1;
-        self.new_failed += failed as usize;
-        if let Some(p) = self.progress.as_mut() {
-            p.inc(failed);
-        }
-        self.recomputed.entry(stage).or_default().insert(record.item_id.clone());
-        self.latest.entry(stage).or_default().insert(record.item_id.clone(), record);
         Ok(())
     }
 
-    /// Keys the pending items of `plan.stages[k]` and those reading an item recomputed in this run,
-    /// now that every upstream stage is done: each turns fresh (its upstream results came out as
-    /// recorded: early cutoff) or stale.
-    fn settle(&mut self, k: usize) {
-        let recomputed = &self.recomputed;
-        let todo: Vec<usize> = self.plan.stages[k]
-            .items
-            .iter()
-            .enumerate()
-            .filter(|(_, it)| matches!(it.state, ItemState::Pending(_)) || it.upstream.iter().any(|(s, i)| recomputed.get(s).is_some_and(|set| set.contains(i))))
-            .map(|(j, _)| j)
-            .collect();
-        if todo.is_empty() {
-            return;
+    /// Whether every stage is complete.
+    pub fn is_done(&self) -> bool {
+        self.stages.iter().all(|s| s.finished)
+    }
+
+    /// Stages not complete yet, for a message.
+    pub fn unfinished(&self) -> Vec<String> {
+        self.stages.iter().enumerate().filter(|(_, s)| !s.finished).map(|(k, _)| self.pipeline.stages[self.plan.stages[k].stage].id.clone()).collect()
+    }
+
+    /// The next task to hand out, if an item is ready (and, in [`Order::Barrier`], its stage may start).
+    pub fn next_task(&mut self) -> Option<Task> {
+        let &(_, Reverse(j), k) = self.ready.peek()?;
+        if self.order == Order::Barrier && self.stages[..k].iter().any(|s| !s.finished) {
+            return None;
         }
-        let objects = WorkspaceObjects(&self.ws);
-        let mut fresh = Vec::new();
-        {
-            let latest = &self.latest;
-            let result = |s: usize, item: &str| latest.get(&s).and_then(|m| m.get(item));
-            for j in todo {
-                let before = self.plan.stages[k].items[j].key.clone();
-                self.plan.settle(&self.pipeline, k, j, &result, &objects);
-                let it = &self.plan.stages[k].items[j];
-                if let ItemState::Fresh(r) | ItemState::FreshFailed(r) = &it.state {
-                    if it.key != before {
-                        self.must_write[k] = true;
+        self.ready.pop();
+        let stage = &mut self.stages[k];
+        if stage.first_dispatch.is_none() {
+            stage.first_dispatch = Some(Instant::now());
+            self.progress.begin(k);
+        }
+        Some(self.task(k, j))
+    }
+
+    /// The task computing item `j` of `plan.stages[k]`, whose upstream items are all done.
+    fn task(&self, k: usize, j: usize) -> Task {
+        let sp = &self.plan.stages[k];
+        let sd = &self.pipeline.stages[sp.stage];
+        let it = &sp.items[j];
+        let mut files: Vec<(String, Vec<u8>)> = it.sources.iter().map(|(r, p)| (r.clone(), p.as_os_str().as_bytes().to_vec())).collect();
+        let mut upstream_failed = None;
+        let mut skipped = Vec::new();
+        let mut upstream_meta = Vec::with_capacity(it.upstream.len());
+        let gathers = |s: usize| sd.input_idx.iter().position(|&x| x == s).is_some_and(|i| sd.stage.gathers(i));
+        let skip_failed = sd.on_failed_inputs == FailedInputs::Skip;
+        // An item gathering many inputs numbers its roles by the inputs it gets (`in0/`, `in1/`, ...).
+        let ok: Vec<(&String, &Record)> = it
+            .upstream
+            .iter()
+            .filter_map(|(s, item)| {
+                let name = || format!("{}/{item}", self.pipeline.stages[*s].id);
+                match self.latest.get(s).and_then(|m| m.get(item)) {
+                    Some(r) if r.status == Status::Ok => return Some((item, r)),
+                    Some(_) | None if skip_failed && gathers(*s) => skipped.push(name()),
+                    Some(r) => {
+                        let why = r.error.as_deref().unwrap_or("failed");
+                        upstream_failed.get_or_insert(format!("upstream item {} failed: {why}", name()));
                     }
-                    fresh.push(r.clone());
+                    None => {
+                        upstream_failed.get_or_insert(format!("upstream item {} was not computed", name()));
+                    }
                 }
+                None
+            })
+            .collect();
+        let prefixed = it.upstream.len() > 1;
+        for (n, (item, r)) in ok.into_iter().enumerate() {
+            upstream_meta.push((item.clone(), r.meta.clone()));
+            for o in &r.outputs {
+                let role = if prefixed { format!("in{n}/{}", o.role) } else { o.role.clone() };
+                files.push((role, self.ws.root.join(&o.file).into_os_string().into_vec()));
             }
         }
-        let stage = self.plan.stages[k].stage;
-        let m = self.latest.entry(stage).or_default();
-        for r in fresh {
-            m.insert(r.item_id.clone(), r);
+        Task {
+            stage: sp.stage,
+            worker: 0,
+            item: it.id.clone(),
+            key: it.key.clone(),
+            params_hash: sp.params_hash.clone(),
+            version: sp.version,
+            key_inputs: it.key_inputs.clone(),
+            files,
+            upstream_failed,
+            skipped,
+            upstream_meta,
         }
     }
 
-    /// Ends epoch `k`: writes the manifest if anything changed, drops the journal, records the summary.
-    pub fn finish_stage(&mut self, k: usize) -> Result<()> {
-        if let Some(p) = self.progress.take() {
-            p.finish();
+    /// Records a finished item: journal first (so a kill after this point keeps it), then memory; then
+    /// readies the items that waited only for it, and ends its stage if it was the last.
+    pub fn on_done(&mut self, (stage, record): Done) -> Result<()> {
+        let k = *self.position.get(&stage).ok_or_else(|| crate::error::Error::Execution(format!("a result for stage {stage}, which this run does not run")))?;
+        let j = self.plan.stages[k].items.binary_search_by(|x| x.id.cmp(&record.item_id)).map_err(|_| crate::error::Error::Execution(format!("a result for unknown item `{}`", record.item_id)))?;
+        let run = &mut self.stages[k];
+        if run.journal.is_none() {
+            run.journal = Some(Journal::open(&self.ws.journal(&self.pipeline.stages[stage].id))?);
         }
+        run.journal.as_mut().expect("opened above").append(&record)?;
+        run.computed += 1;
+        run.first_result.get_or_insert(self.started.elapsed().as_secs_f64());
+        self.progress.inc(k, record.status != Status::Ok);
+        self.latest.entry(stage).or_default().insert(record.item_id.clone(), record);
+        self.item_done(k, j)
+    }
+
+    /// Item `j` of `plan.stages[k]` is done: its dependents may become ready.
+    fn item_done(&mut self, k: usize, j: usize) -> Result<()> {
+        let mut done = vec![(k, j)];
+        while let Some((k, j)) = done.pop() {
+            self.waiting[k][j] = DONE;
+            let run = &mut self.stages[k];
+            run.remaining -= 1;
+            if run.remaining == 0 {
+                self.finish_stage(k)?;
+            }
+            for (dk, dj) in self.dependents.remove(&(k, j)).unwrap_or_default() {
+                let w = &mut self.waiting[dk][dj];
+                *w -= 1;
+                if *w == 0 && self.activate(dk, dj) {
+                    done.push((dk, dj));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Item `j` of `plan.stages[k]` has every input done: keys it again if it read a result made in
+    /// this run (a pending item turns fresh or stale; a fresh one stays fresh if that result came out as
+    /// recorded: early cutoff), then makes it ready if stale. Returns whether it is done (fresh).
+    fn activate(&mut self, k: usize, j: usize) -> bool {
+        if self.resettle[k][j] {
+            let before = self.plan.stages[k].items[j].key.clone();
+            let objects = WorkspaceObjects(&self.ws);
+            let latest = &self.latest;
+            let result = |s: usize, item: &str| latest.get(&s).and_then(|m| m.get(item));
+            self.plan.settle(&self.pipeline, k, j, &result, &objects);
+            if self.plan.stages[k].items[j].key != before {
+                self.must_write[k] = true;
+            }
+        }
+        let sp = &self.plan.stages[k];
+        match &sp.items[j].state {
+            ItemState::Fresh(r) | ItemState::FreshFailed(r) => {
+                let r = r.clone();
+                self.latest.entry(sp.stage).or_default().insert(r.item_id.clone(), r);
+                self.progress.shrink(k);
+                true
+            }
+            ItemState::Stale(_) | ItemState::Pending(_) => {
+                self.ready.push((priority(self.order, k), Reverse(j), k));
+                false
+            }
+        }
+    }
+
+    /// Ends stage `k`: writes the manifest if anything changed, publishes what its stage marks for
+    /// people, drops the journal, records the summary.
+    fn finish_stage(&mut self, k: usize) -> Result<()> {
+        self.progress.finish(k);
         let sp = &self.plan.stages[k];
         let sd = &self.pipeline.stages[sp.stage];
         let latest = self.latest.get(&sp.stage);
-        let records: Vec<Record> = sp.items.iter().filter_map(|it| latest.and_then(|m| m.get(&it.id)).cloned()).collect();
-        if self.computed > 0 || self.must_write[k] {
-            manifest::write(&self.ws.manifest(&sd.id), &self.ws.tmp(), &records)?;
+        let records: Vec<&Record> = sp.items.iter().filter_map(|it| latest.and_then(|m| m.get(&it.id))).collect();
+        let run = &mut self.stages[k];
+        run.finished = true;
+        if run.computed > 0 || self.must_write[k] {
+            manifest::write(&self.ws.manifest(&sd.id), &self.ws.tmp(), records.iter().copied())?;
         }
-        // pictures (contact sheets) also get a stable name a person can open: pictures/<stage>.png
         for r in &records {
-            for o in r.outputs.iter().filter(|o| o.role == "sheet") {
-                let dest = self.ws.root.join("pictures").join(format!("{}.png", sd.id));
-                if std::fs::metadata(&dest).map(|m| m.len()).ok() != Some(o.size) || self.computed > 0 {
+            for o in r.outputs.iter() {
+                let Some(name) = sd.stage.publishes(&o.role) else { continue };
+                let dest = self.ws.root.join("pictures").join(format!("{}{name}", sd.id));
+                if std::fs::metadata(&dest).map(|m| m.len()).ok() != Some(o.size) || run.computed > 0 {
                     let bytes = std::fs::read(self.ws.root.join(&o.file)).at("read", self.ws.root.join(&o.file))?;
                     crate::store::cas::write_atomic(&self.ws.tmp(), &dest, &bytes)?;
                 }
                 self.pictures.push(dest);
             }
         }
-        self.journal = None;
+        run.journal = None;
         let jp = self.ws.journal(&sd.id);
         if jp.exists() {
             std::fs::remove_file(&jp).at("remove journal", &jp)?;
         }
         let failed = records.iter().filter(|r| r.status != Status::Ok).count();
-        self.failures.extend(records.iter().filter_map(|r| FailedItem::of(&sd.id, r)));
+        self.failures_by_stage[k] = records.iter().filter_map(|r| FailedItem::of(&sd.id, r)).collect();
         let skipped: Vec<_> = records.iter().filter_map(|r| skipped_inputs(&sd.id, r)).collect();
         let skipped_inputs = skipped.iter().map(|s| s.2).sum();
-        self.skipped.extend(skipped);
-        self.summaries.push(StageSummary {
+        self.skipped_by_stage[k] = skipped;
+        let now = Instant::now();
+        self.done_summaries[k] = Some(StageSummary {
             id: sd.id.clone(),
             items: sp.items.len(),
-            computed: self.computed,
-            cached: sp.items.len() - self.computed,
+            computed: run.computed,
+            cached: sp.items.len() - run.computed,
             failed,
-            seconds: self.started.elapsed().as_secs_f64(),
+            seconds: run.first_dispatch.map_or(0.0, |t| (now - t).as_secs_f64()),
             skipped_inputs,
+            first_result_s: run.first_result,
+            finished_s: (now - self.started).as_secs_f64(),
         });
+        if self.is_done() {
+            self.summaries = self.done_summaries.iter_mut().filter_map(Option::take).collect();
+            self.failures = self.failures_by_stage.drain(..).flatten().collect();
+            self.skipped = self.skipped_by_stage.drain(..).flatten().collect();
+        }
         Ok(())
     }
 
     /// Runs every stage in this thread, without a dataflow: used when nothing is stale, so a no-op rerun
     /// does not pay for starting workers.
     pub fn finish_inline(&mut self) -> Result<()> {
-        for k in 0..self.epochs() {
-            for t in self.begin_stage(k) {
-                let done = super::task::compute(&self.pipeline.clone(), &self.ws.clone(), t);
-                self.on_done(done)?;
-            }
-            self.finish_stage(k)?;
+        self.start()?;
+        while let Some(t) = self.next_task() {
+            let done = super::task::compute(&self.pipeline.clone(), &self.ws.clone(), t);
+            self.on_done(done)?;
+        }
+        if !self.is_done() {
+            return Err(crate::error::Error::Execution(format!("stages {} never became ready (a bug in the driver)", self.unfinished().join(", "))));
         }
         Ok(())
+    }
+}
+
+/// Ready items with a larger priority go first: later stages when streaming, earlier ones under the
+/// barrier order.
+fn priority(order: Order, k: usize) -> i64 {
+    match order {
+        Order::Streaming => k as i64,
+        Order::Barrier => -(k as i64),
     }
 }
 

@@ -1,10 +1,11 @@
 //! Running a plan on timely dataflow.
 //!
-//! One dataflow serves the whole run; its epochs are the selected stages in topological order. The driver
-//! (global worker 0) hands out the stale items of stage `k` at epoch `k` on demand, at most four per
-//! worker (thread or process) at a time, the next one to whichever worker finished; finished records
-//! flow back to worker 0, which journals each one as it arrives and, when the epoch is complete, writes
-//! the stage's manifest. The next stage's tasks are built only then, so they can name their upstream outputs.
+//! One dataflow serves the whole run. The driver (global worker 0) hands out each item as soon as the
+//! items it reads are done, whatever stage they belong to, on demand: at most four per worker (thread or
+//! process) at a time, the next one to whichever worker has the fewest. Finished records flow back to
+//! worker 0, which journals each one as it arrives, readies the items it unblocks and writes a stage's
+//! manifest when its last item is done ([`Driver`]). Tasks are built only when ready, so they can name
+//! their upstream outputs, and what is in flight stays bounded whatever the number of items.
 //! Outputs are content-addressed and manifests sorted by item id: 1 worker or N, 1 process or P, the
 //! bytes written are the same.
 
@@ -14,6 +15,7 @@ pub mod progress;
 pub mod task;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +23,7 @@ use timely::dataflow::operators::{Exchange, Input, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 pub use compute_op::ComputeItems;
-pub use driver::{skipped_inputs, Driver, FailedItem, StageSummary};
+pub use driver::{skipped_inputs, Driver, FailedItem, Order, StageSummary};
 pub use progress::ProgressMode;
 pub use task::{Done, Task};
 
@@ -110,16 +112,12 @@ fn agree_on_fingerprint(worker: &mut timely::worker::Worker, fingerprint: &str, 
 
 /// Tasks a worker may hold at once: one computing and three queued, so that a worker does not idle
 /// while the driver (itself a worker) is busy computing and cannot hand out more; at the end of a
-/// stage at most three tasks wait on one worker while another is free.
+/// run at most three tasks wait on one worker while another is free.
 const DEPTH: usize = 4;
 
-/// Stage `k` owns the times `[k << 32, (k + 1) << 32)`: one tick per round of dispatch.
-fn stage_end(k: usize) -> u64 {
-    ((k as u64) + 1) << 32
-}
-
-/// Runs `epochs` stage epochs. On the driving process pass the [`Driver`]; it is returned when done.
-pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs: usize, driver: Option<Driver>) -> Result<Option<Driver>> {
+/// Runs the driver's plan on the workers. On the driving process pass the [`Driver`]; it is returned
+/// when every stage is done. Other processes pass `None` and compute what they are handed.
+pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, driver: Option<Driver>) -> Result<Option<Driver>> {
     let slot = Arc::new(Mutex::new(driver));
     let process = match cluster {
         Cluster::Local { .. } => 0,
@@ -151,72 +149,14 @@ pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs
             });
         }
         let mut failure = None;
-        let peers = worker.peers();
-        for epoch in 0..epochs {
-            // The driver hands out tasks on demand: at most `DEPTH` outstanding per worker, the next
-            // one to whichever worker finished, so a slow item never leaves another worker idle
-            // while work remains (results do not depend on who computed what: objects are
-            // content-addressed and manifests sorted).
-            if let Some(d) = driver.as_mut().filter(|_| failure.is_none()) {
-                let mut pending: std::collections::VecDeque<Task> = d.begin_stage(epoch).into();
-                let mut outstanding = vec![0usize; peers];
-                let mut assigned: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-                loop {
-                    let mut sent = false;
-                    while let Some(w) = (0..peers).filter(|&w| outstanding[w] < DEPTH).min_by_key(|&w| (outstanding[w], w)) {
-                        let Some(mut t) = pending.pop_front() else { break };
-                        t.worker = w;
-                        outstanding[w] += 1;
-                        assigned.insert(t.item.clone(), w);
-                        input.send(t);
-                        sent = true;
-                    }
-                    // Sent tasks leave only when their (sub-)epoch closes: each round of dispatch is one
-                    // tick of the stage's time range.
-                    if sent {
-                        let next = input.time() + 1;
-                        input.advance_to(next);
-                    }
-                    if pending.is_empty() && outstanding.iter().all(|&n| n == 0) {
-                        break;
-                    }
-                    worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-                    for done in inbox.borrow_mut().drain(..) {
-                        if let Some(w) = assigned.remove(&done.1.item_id) {
-                            outstanding[w] -= 1;
-                        }
-                        if let Err(e) = d.on_done(done) {
-                            failure.get_or_insert(e.to_string());
-                        }
-                    }
-                    if failure.is_some() {
-                        break;
-                    }
-                }
-            }
-            input.advance_to(stage_end(epoch));
-            while probe.less_than(input.time()) {
-                worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-                if let Some(d) = driver.as_mut() {
-                    for done in inbox.borrow_mut().drain(..) {
-                        if let Err(e) = d.on_done(done) {
-                            failure.get_or_insert(e.to_string());
-                        }
-                    }
-                }
-            }
-            if let Some(d) = driver.as_mut() {
-                for done in inbox.borrow_mut().drain(..) {
-                    if let Err(e) = d.on_done(done) {
-                        failure.get_or_insert(e.to_string());
-                    }
-                }
-                if failure.is_none() {
-                    if let Err(e) = d.finish_stage(epoch) {
-                        failure = Some(e.to_string());
-                    }
-                }
-            }
+        if let Some(d) = driver.as_mut() {
+            failure = drive(worker, d, &mut input, &inbox).err();
+        }
+        // Every worker's input closes (the driver's once everything is handed out and back); the
+        // dataflow then drains and the probe's frontier empties.
+        input.close();
+        while !probe.done() {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
         }
         match failure {
             Some(e) => Err(e),
@@ -234,4 +174,45 @@ pub fn execute(pipeline: Arc<Pipeline>, ws: Workspace, cluster: &Cluster, epochs
         }
     }
     Ok(out)
+}
+
+/// The driving worker's loop: hands out ready items on demand, at most [`DEPTH`] outstanding per worker,
+/// the next one to whichever worker has the fewest (a slow item never leaves another worker idle while
+/// work remains; results do not depend on who computed what: objects are content-addressed and
+/// manifests sorted), and feeds results back to the driver, which readies the items they unblock.
+fn drive(worker: &mut timely::worker::Worker, d: &mut Driver, input: &mut InputHandleVec<u64, Task>, inbox: &Rc<RefCell<Vec<Done>>>) -> std::result::Result<(), String> {
+    d.start().map_err(|e| e.to_string())?;
+    let peers = worker.peers();
+    let mut outstanding = vec![0usize; peers];
+    let mut assigned: HashMap<(usize, String), usize> = HashMap::new();
+    loop {
+        let mut sent = false;
+        while let Some(w) = (0..peers).filter(|&w| outstanding[w] < DEPTH).min_by_key(|&w| (outstanding[w], w)) {
+            let Some(mut t) = d.next_task() else { break };
+            t.worker = w;
+            outstanding[w] += 1;
+            assigned.insert((t.stage, t.item.clone()), w);
+            input.send(t);
+            sent = true;
+        }
+        // Sent tasks leave only when their time closes: each round of dispatch is one tick.
+        if sent {
+            let next = input.time() + 1;
+            input.advance_to(next);
+        }
+        if d.is_done() {
+            return Ok(());
+        }
+        if !sent && outstanding.iter().all(|&n| n == 0) {
+            return Err(format!("stages {} wait for nothing that runs (a bug in the driver)", d.unfinished().join(", ")));
+        }
+        worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+        let batch: Vec<Done> = inbox.borrow_mut().drain(..).collect();
+        for done in batch {
+            if let Some(w) = assigned.remove(&(done.0, done.1.item_id.clone())) {
+                outstanding[w] -= 1;
+            }
+            d.on_done(done).map_err(|e| e.to_string())?;
+        }
+    }
 }

@@ -40,7 +40,7 @@ pub struct Task {
     /// Failed upstream items left out (`stage/item`), by the stage's `on_failed_inputs = "skip"`.
     pub skipped: Vec<String>,
     /// Metadata of the upstream items, `(item id, columns)`.
-    pub upstream_meta: Vec<(String, std::collections::BTreeMap<String, crate::stages::MetaValue>)>,
+    pub upstream_meta: Vec<(String, std::collections::BTreeMap<String, crate::store::MetaValue>)>,
 }
 
 /// A finished task: stage index and record.

@@ -21,11 +21,11 @@
 //! `file:line:column` and, where a near name exists, a `did you mean` hint. The file is never rewritten:
 //! command-line overrides (`--set stage.param=value`) are applied to the parsed tables only.
 
-mod expand;
 mod overrides;
 mod span;
 
-pub use expand::{default_data_root, expand_vars};
+pub use crate::suggest::did_you_mean;
+pub use crate::vars::{default_data_root, expand_vars};
 pub use overrides::Override;
 use span::{locate_key, Located};
 
@@ -104,6 +104,10 @@ pub enum FailedInputs {
 }
 
 impl StageDef {
+    /// What the study's tables (and a stage reporting on others) know of this stage.
+    pub fn stage_ref(&self) -> crate::export::StageRef {
+        crate::export::StageRef { id: self.id.clone(), kind: self.kind.clone(), inputs: self.inputs.clone(), params: self.stage.params() }
+    }
     /// What the key hashes as the stage's params: its canonical params, and the failed-inputs policy
     /// of a stage that gathers (skipping changes its result).
     pub fn params_value(&self) -> serde_json::Value {
@@ -123,7 +127,7 @@ impl std::fmt::Debug for StageDef {
 }
 
 /// A parsed, validated pipeline. Stages are stored in a topological order (file order where possible).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Pipeline {
     /// The pipeline file.
     pub path: PathBuf,
@@ -155,6 +159,16 @@ pub struct LoadOptions {
 }
 
 impl Pipeline {
+    /// Every stage as the study's tables see it.
+    pub fn stage_refs(&self) -> Vec<crate::export::StageRef> {
+        self.stages.iter().map(StageDef::stage_ref).collect()
+    }
+
+    /// The source of the study's tables over every evaluate stage; `refs` is [`Pipeline::stage_refs`].
+    pub fn tables_source<'a>(&'a self, refs: &'a [crate::export::StageRef]) -> crate::export::Source<'a> {
+        crate::export::Source { name: &self.name, path: &self.path, workspace: &self.workspace, stages: refs, evals: None }
+    }
+
     /// Reads, parses and validates a pipeline file.
     ///
     /// # Errors
@@ -283,6 +297,7 @@ impl Pipeline {
             pos_of.insert(i, p);
         }
         let mut stages_out = Vec::with_capacity(order.len());
+        let mut refs: Vec<crate::export::StageRef> = Vec::with_capacity(order.len());
         for &i in &order {
             let s = &raw.stages[i];
             let inputs: Vec<String> = s.inputs.iter().map(|x| x.get_ref().clone()).collect();
@@ -294,7 +309,7 @@ impl Pipeline {
                 seed: raw.pipeline.seed,
                 workspace: &workspace,
                 inputs: &inputs,
-                earlier: &stages_out,
+                earlier: &refs,
             };
             // `on_failed_inputs` may sit beside `inputs` or among the params.
             let policy_at = s.on_failed_inputs.as_ref().map(|p| p.span().start).or_else(|| s.params.as_ref().map(|p| p.span().start)).unwrap_or(s.kind.span().start);
@@ -336,6 +351,7 @@ impl Pipeline {
                 on_failed_inputs,
             });
             let sd = stages_out.last().expect("pushed");
+            refs.push(sd.stage_ref());
             if policy.is_some() && !(0..sd.inputs.len()).any(|k| sd.stage.gathers(k)) {
                 return Err(loc.error(policy_at, format!("stage `{}` ({}) does not gather many items: `on_failed_inputs` applies to split, contact-sheet, train and export", sd.id, sd.kind), None));
             }
@@ -457,18 +473,6 @@ fn topo_order(stages: &[RawStage], index: &HashMap<String, usize>) -> std::resul
         }
     }
     Ok(order)
-}
-
-/// The closest candidate to `name`, if it is close enough to be a likely typo (a transposition, a missing
-/// or extra letter, or a long common prefix).
-pub fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(2);
-    candidates
-        .filter(|c| *c != name)
-        .map(|c| (strsim::osa_distance(name, c), -strsim::jaro_winkler(name, c), c))
-        .filter(|(d, jw, _)| *d <= limit || -*jw > 0.88)
-        .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
-        .map(|(_, _, c)| c)
 }
 
 /// Turns serde's "unknown field `x`, expected one of `a`, `b`" into a message plus a `did you mean` hint.

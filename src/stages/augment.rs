@@ -5,16 +5,15 @@
 //! every image and its descendants. Every random draw comes from an RNG seeded by (pipeline seed, stage
 //! id, source item, replica). 16-bit images stay 16-bit; label maps move with geometric ops only.
 
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use super::png;
+use crate::codec;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::augment::ops::Plane;
 use crate::augment::{default_recipes, Recipe};
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::{self, Tensor2};
+use crate::npy::{self, Tensor2};
 
 /// Params of `augment`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -80,9 +79,8 @@ impl Stage for Augment {
         let (src, k) = id.rsplit_once("/r").ok_or_else(|| item_err!("bad replica id `{id}`"))?;
         let k: usize = k.parse().map_err(|_| item_err!("bad replica id `{id}`"))?;
         let recipe = self.params.recipe.get(k).ok_or_else(|| item_err!("no recipe {k}"))?;
-        let (img, labels) = png::read_image_and_labels(inputs)?;
-        let h = blake3::hash(format!("{}\u{0}{}\u{0}{src}\u{0}{k}", self.seed, self.stage_id).as_bytes());
-        let mut rng = rand_chacha::ChaCha8Rng::from_seed(*h.as_bytes());
+        let (img, labels) = super::pairs::read_image_and_labels(inputs)?;
+        let mut rng = super::item_rng(self.seed, &self.stage_id, src, k);
         let (i, l) = recipe.apply(
             Plane { width: img.width, height: img.height, data: img.data },
             Plane { width: labels.width, height: labels.height, data: labels.data },
@@ -95,8 +93,8 @@ impl Stage for Augment {
         if let Some(subject) = inputs.upstream_meta("subject") {
             out.meta.insert("subject".into(), subject.clone());
         }
-        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&Tensor2 { height: i.height, width: i.width, data: i.data }) });
-        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: png::encode_u8(&Tensor2 { height: l.height, width: l.width, data: l.data }) });
+        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u16(&Tensor2 { height: i.height, width: i.width, data: i.data }) });
+        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: codec::encode_u8(&Tensor2 { height: l.height, width: l.width, data: l.data }) });
         Ok(out)
     }
 }

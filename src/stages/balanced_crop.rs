@@ -13,15 +13,15 @@
 //! share their centre across sizes. Changing `sizes` or `per_image` adds or drops items without touching
 //! the others.
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::png;
+use crate::codec;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::{self, Tensor2};
+use crate::npy::{self, Tensor2};
 
 /// Params of `balanced-crop`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -72,7 +72,7 @@ impl BalancedCrop {
             match table.class(name) {
                 Some(c) => exclude_ids.push(c.id),
                 None => {
-                    let hint = crate::pipeline::did_you_mean(name, table.classes.iter().map(|c| c.name.as_str())).map(|h| format!("did you mean `{h}`?"));
+                    let hint = crate::suggest::did_you_mean(name, table.classes.iter().map(|c| c.name.as_str())).map(|h| format!("did you mean `{h}`?"));
                     return Err(ParamError { message: format!("exclude: no class `{name}` in the class table"), key: Some("exclude".into()), hint });
                 }
             }
@@ -88,8 +88,7 @@ impl BalancedCrop {
 
 /// The RNG of one crop: (pipeline seed, stage id, source item, crop index) and nothing else.
 fn crop_rng(seed: u64, stage: &str, item: &str, index: usize) -> rand_chacha::ChaCha8Rng {
-    let h = blake3::hash(format!("{seed}\u{0}{stage}\u{0}{item}\u{0}{index}").as_bytes());
-    rand_chacha::ChaCha8Rng::from_seed(*h.as_bytes())
+    super::item_rng(seed, stage, item, index)
 }
 
 /// The crop centre `(x, y)` and the chosen class (None = no candidate, uniform centre).
@@ -158,7 +157,7 @@ impl Stage for BalancedCrop {
         let (rest, k) = id.rsplit_once("/c").ok_or_else(|| item_err!("bad crop id `{id}`"))?;
         let (src, size) = rest.rsplit_once("/s").ok_or_else(|| item_err!("bad crop id `{id}`"))?;
         let (size, k): (usize, usize) = (size.parse().map_err(|_| item_err!("bad size in `{id}`"))?, k.parse().map_err(|_| item_err!("bad index in `{id}`"))?);
-        let (img, labels) = png::read_image_and_labels(inputs)?;
+        let (img, labels) = super::pairs::read_image_and_labels(inputs)?;
         if labels.data.is_empty() || labels.width == 0 {
             return Err(item_err!("image `{src}` has no pixels ({} x {}): nothing to crop", labels.width, labels.height));
         }
@@ -180,8 +179,8 @@ impl Stage for BalancedCrop {
         for c in &self.table.classes {
             out.meta.insert(format!("px_{}", c.name), MetaValue::Int(crop_lab.data.iter().filter(|&&l| l == c.id).count() as i64));
         }
-        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&crop_img) });
-        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: png::encode_u8(&crop_lab) });
+        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u16(&crop_img) });
+        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: codec::encode_u8(&crop_lab) });
         Ok(out)
     }
 }

@@ -6,11 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use crate::codec;
 use super::{Arity, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::{self, Tensor2};
+use crate::npy::{self, Tensor2};
 
 /// Params of `center-crop`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -69,19 +69,16 @@ impl Stage for CenterCrop {
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let path = inputs.file("image")?;
-        let img = tensor::decode_u16(&crate::fsio::read_file(path)?).map_err(|e| item_err!("{}: {e}", path.display()))?;
+        let img = npy::decode_u16(&crate::fsio::read_file(path)?).map_err(|e| item_err!("{}: {e}", path.display()))?;
         let c = crop(&img, self.params.size);
         let mut out = ItemOutput::default();
         out.meta.insert("width".into(), MetaValue::Int(c.width as i64));
         out.meta.insert("height".into(), MetaValue::Int(c.height as i64));
-        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&c) });
+        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u16(&c) });
         // masks and label maps (every other input) are 8-bit PNGs cropped the same way
         for (role, p) in inputs.files.iter().filter(|(r, _)| r != "image") {
-            let m = match png::decode_gray(&crate::fsio::read_file(p)?, &p.display().to_string(), u64::MAX)? {
-                Gray::U8(t) => t,
-                Gray::U16(_) => return Err(item_err!("{}: expected an 8-bit mask or label map", p.display())),
-            };
-            out.files.push(OutFile { role: role.clone(), ext: "png", bytes: png::encode_u8(&crop(&m, self.params.size)) });
+            let m = codec::decode_u8(&crate::fsio::read_file(p)?, &p.display().to_string(), u64::MAX, "mask or label map")?;
+            out.files.push(OutFile { role: role.clone(), ext: "png", bytes: codec::encode_u8(&crop(&m, self.params.size)) });
         }
         Ok(out)
     }

@@ -8,7 +8,7 @@ use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use super::png;
+use crate::codec;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
@@ -58,6 +58,9 @@ impl Stage for ContactSheet {
     fn version(&self) -> u32 {
         1
     }
+    fn publishes(&self, role: &str) -> Option<&'static str> {
+        (role == "sheet").then_some(".png")
+    }
     fn gathers(&self, input: usize) -> bool {
         input == 0
     }
@@ -91,9 +94,9 @@ impl Stage for ContactSheet {
             let (Some(ip), Some(lp)) = (get("image"), get("labels")) else {
                 return Err(item_err!("item {} lacks an image or a label map", inputs.meta[k].0));
             };
-            let img = crate::tensor::decode_u16(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
+            let img = crate::npy::decode_u16(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
             let gray = GrayImage::from_fn(img.width as u32, img.height as u32, |x, y| Luma([(img.data[y as usize * img.width + x as usize] >> 8) as u8]));
-            let labels = png::read_labels(lp)?;
+            let labels = codec::read_labels(lp)?;
             if img.data.is_empty() || labels.data.is_empty() || (img.width, img.height) != (labels.width, labels.height) {
                 return Err(item_err!(
                     "item {}: image {} x {} and label map {} x {} must be the same, non-empty size",

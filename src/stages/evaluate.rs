@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::png;
+use crate::codec;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
 use crate::item_err;
@@ -61,12 +61,7 @@ impl Evaluate {
     }
 }
 
-/// The stored form of a confusion matrix (`confusion` output, JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredConfusion {
-    /// Rows = truth, columns = prediction.
-    pub rows: Vec<Vec<u64>>,
-}
+pub use crate::metrics::StoredConfusion;
 
 impl Stage for Evaluate {
     fn kind(&self) -> &'static str {
@@ -105,7 +100,7 @@ impl Stage for Evaluate {
                 return Err(item_err!("ignore label {ig} is one of the network's {} classes", model.spec.classes));
             }
         }
-        let (image, truth) = png::read_image_pair(inputs, "in0/")?;
+        let (image, truth) = super::pairs::read_image_pair(inputs, "in0/")?;
         let pred = model.predict(&image, self.params.overlap, self.params.batch)?;
         let mut confusion = Confusion::new(model.spec.classes);
         confusion.add(&truth.data, &pred.data, self.params.ignore).map_err(|e| item_err!("labels of {id}: {e}"))?;
@@ -119,7 +114,7 @@ impl Stage for Evaluate {
         out.meta.insert("mean_iou".into(), MetaValue::Float(m.mean_iou.unwrap_or(f64::NAN)));
         let stored = serde_json::to_vec(&StoredConfusion { rows: confusion.rows() }).expect("a matrix serialises");
         out.files.push(OutFile { role: "confusion".into(), ext: "json", bytes: stored });
-        out.files.push(OutFile { role: "prediction".into(), ext: "png", bytes: png::encode_u8(&pred) });
+        out.files.push(OutFile { role: "prediction".into(), ext: "png", bytes: codec::encode_u8(&pred) });
         Ok(out)
     }
 }

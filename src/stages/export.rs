@@ -15,9 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
-use crate::export::{self, Source};
+use crate::export::{self, Source, StageRef};
 use crate::item_err;
-use crate::pipeline::StageDef;
 
 /// Params of `export` (none yet: which evaluations is said by `inputs`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -29,7 +28,7 @@ pub struct Export {
     name: String,
     path: PathBuf,
     workspace: PathBuf,
-    stages: Vec<StageDef>,
+    stages: Vec<StageRef>,
     evals: Vec<String>,
 }
 
@@ -82,7 +81,7 @@ impl Stage for Export {
         let mut out = ItemOutput::default();
         for (role, df) in [("metrics", &mut t.metrics), ("per_class", &mut t.per_class), ("per_image", &mut t.per_image), ("training_log", &mut t.training_log)] {
             out.meta.insert(format!("rows_{role}"), MetaValue::Int(df.height() as i64));
-            let bytes = crate::store::manifest::parquet_bytes(df).map_err(|e| item_err!("writing the {role} table: {e}"))?;
+            let bytes = crate::parquet::parquet_bytes(df).map_err(|e| item_err!("writing the {role} table: {e}"))?;
             out.files.push(OutFile { role: role.into(), ext: "parquet", bytes });
         }
         Ok(out)

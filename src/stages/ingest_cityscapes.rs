@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use crate::codec;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::{self, Tensor2};
+use crate::npy::{self, Tensor2};
 
 /// Cityscapes label id -> train id (19 classes), 255 = ignore.
 pub const TRAIN_IDS: [(u8, u8); 19] = [
@@ -109,10 +109,7 @@ impl Stage for IngestCityscapes {
         let rgb = img.to_rgb8();
         let lp = inputs.file("labels")?;
         let lwhat = lp.display().to_string();
-        let labels = match png::decode_gray(&crate::fsio::read_file(lp)?, &lwhat, self.params.max_pixels)? {
-            Gray::U8(t) => t,
-            Gray::U16(_) => return Err(item_err!("{lwhat}: expected 8-bit label ids")),
-        };
+        let labels = codec::decode_u8(&crate::fsio::read_file(lp)?, &lwhat, self.params.max_pixels, "label id map")?;
         if (labels.width, labels.height) != (w, h) {
             return Err(item_err!("{lwhat}: labels are {} x {} but the image is {w} x {h}", labels.width, labels.height));
         }
@@ -120,8 +117,8 @@ impl Stage for IngestCityscapes {
         let train = Tensor2 { height: h, width: w, data: labels.data.iter().map(|&l| table[l as usize]).collect() };
         let ignored = train.data.iter().filter(|&&v| v == 255).count();
         let mut out = ItemOutput::default();
-        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u8_hwc(h, w, 3, rgb.as_raw()) });
-        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: png::encode_u8(&train) });
+        out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u8_hwc(h, w, 3, rgb.as_raw()) });
+        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: codec::encode_u8(&train) });
         out.meta.insert("width".into(), MetaValue::Int(w as i64));
         out.meta.insert("height".into(), MetaValue::Int(h as i64));
         out.meta.insert("px_ignore".into(), MetaValue::Int(ignored as i64));

@@ -17,7 +17,7 @@ use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaVa
 use crate::dicom::{self, DecodeOptions, VoiChoice};
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor;
+use crate::npy;
 
 /// Params of `ingest-dicom`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -104,9 +104,7 @@ impl Stage for IngestDicom {
         Ok(())
     }
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
-        match (upstream.first(), &self.root) {
-            (Some(ids), None) => Ok(super::one_per_upstream_item(ids)),
-            (None, Some(root)) => {
+        super::upstream_or_root("ingest-dicom", upstream, self.root.as_ref(), |root| {
                 let files = crate::fsio::walk_files(root, &self.params.extensions)?;
                 let mut items: Vec<ItemSpec> = Vec::with_capacity(files.len());
                 for path in files {
@@ -123,10 +121,7 @@ impl Stage for IngestDicom {
                     items.push(ItemSpec { id: stem, inputs });
                 }
                 Ok(items)
-            }
-            (Some(_), Some(_)) => Err(item_err!("ingest-dicom: give either `root` or an input stage, not both")),
-            (None, None) => Err(item_err!("ingest-dicom: param `root` is required when the stage has no input stage")),
-        }
+        })
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let path = inputs.file("image")?;
@@ -137,7 +132,7 @@ impl Stage for IngestDicom {
         out.meta.insert("min".into(), MetaValue::Int(min as i64));
         out.meta.insert("max".into(), MetaValue::Int(max as i64));
         super::masks::ingest_masks(inputs, &self.params.regions, (d.image.width, d.image.height), &path.display().to_string(), self.params.max_pixels, &mut out)?;
-        out.files.insert(0, OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&d.image) });
+        out.files.insert(0, OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u16(&d.image) });
         Ok(out)
     }
 }

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use crate::codec::{self, Gray};
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::{self, Tensor2};
+use crate::npy;
 
 /// Params of `ingest-png`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -105,22 +105,16 @@ impl Stage for IngestPng {
     }
 
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
-        match (upstream.first(), &self.root) {
-            (Some(ids), None) => Ok(super::one_per_upstream_item(ids)),
-            (None, Some(root)) => self.folder_items(root),
-            (Some(_), Some(_)) => Err(item_err!("ingest-png: give either `root` or an input stage, not both")),
-            (None, None) => Err(item_err!("ingest-png: param `root` is required when the stage has no input stage")),
-        }
+        super::upstream_or_root("ingest-png", upstream, self.root.as_ref(), |root| self.folder_items(root))
     }
 
     fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let image_path = inputs.file("image")?;
         let what = image_path.display().to_string();
         let bytes = crate::fsio::read_file(image_path)?;
-        let (bits, img) = match png::decode_gray(&bytes, &what, self.params.max_pixels)? {
-            Gray::U8(t) => (8, Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() }),
-            Gray::U16(t) => (16, t),
-        };
+        let gray = codec::decode_gray(&bytes, &what, self.params.max_pixels)?;
+        let bits = if matches!(gray, Gray::U8(_)) { 8 } else { 16 };
+        let img = gray.into_u16();
         let (min, max) = img.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let mut out = ItemOutput::default();
         super::masks::ingest_masks(inputs, &self.params.regions, (img.width, img.height), &what, self.params.max_pixels, &mut out)?;
@@ -130,7 +124,7 @@ impl Stage for IngestPng {
         out.meta.insert("source_bits".into(), MetaValue::Int(bits));
         out.meta.insert("min".into(), MetaValue::Int(min as i64));
         out.meta.insert("max".into(), MetaValue::Int(max as i64));
-        out.files.insert(0, OutFile { role: "image".into(), ext: "npy", bytes: tensor::encode_u16(&img) });
+        out.files.insert(0, OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u16(&img) });
         Ok(out)
     }
 }

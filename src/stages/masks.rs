@@ -1,11 +1,11 @@
 //! Per-region mask files shared by the ingest stages: each must exist, be grayscale and match the image
 //! size; it is stored as an 8-bit PNG and its covered pixel count goes to the manifest.
 
-use super::png::{self, Gray};
+use crate::codec::{self, Gray};
 use super::{ItemInputs, ItemOutput, MetaValue, OutFile};
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::Tensor2;
+use crate::npy::Tensor2;
 
 /// Reads, checks and stores the masks of `regions` for an image of `(width, height)` named `image`.
 pub fn ingest_masks(inputs: &ItemInputs, regions: &[String], (width, height): (usize, usize), image: &str, max_pixels: u64, out: &mut ItemOutput) -> Result<()> {
@@ -15,7 +15,7 @@ pub fn ingest_masks(inputs: &ItemInputs, regions: &[String], (width, height): (u
         let bytes = crate::fsio::read_file(path)?;
         // 8-bit or 16-bit, a mask holds 0 and one other value: anything else is refused here, naming
         // the file (a 16-bit mask was silently binarised while an 8-bit one failed at merging)
-        let mask = match png::decode_gray(&bytes, &what, max_pixels)? {
+        let mask = match codec::decode_gray(&bytes, &what, max_pixels)? {
             Gray::U8(t) => {
                 check_binary(t.data.iter().map(|&v| v as u16), &what)?;
                 t
@@ -31,7 +31,7 @@ pub fn ingest_masks(inputs: &ItemInputs, regions: &[String], (width, height): (u
         let covered = mask.data.iter().filter(|&&v| v > 0).count();
         out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));
         // an 8-bit PNG source is stored as it is: no re-encoding
-        let stored = if bytes.len() > 25 && bytes[24] == 8 && bytes[25] == 0 { bytes } else { png::encode_u8(&mask) };
+        let stored = if bytes.len() > 25 && bytes[24] == 8 && bytes[25] == 0 { bytes } else { codec::encode_u8(&mask) };
         out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: stored });
     }
     Ok(())

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use image::{GrayImage, Luma};
 use serde::{Deserialize, Serialize};
 
-use super::png::{self, Gray};
+use crate::codec;
 use super::{Arity, BuildCtx, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::classes::ClassTable;
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::Tensor2;
+use crate::npy::Tensor2;
 
 /// Params of `merge-masks`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -97,7 +97,7 @@ impl Stage for MergeMasks {
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let image_path = inputs.file("image")?;
         let image_bytes = crate::fsio::read_file(image_path)?;
-        let img = crate::tensor::decode_u16(&image_bytes).map_err(|e| item_err!("{}: {e}", image_path.display()))?;
+        let img = crate::npy::decode_u16(&image_bytes).map_err(|e| item_err!("{}: {e}", image_path.display()))?;
         let (w, h) = (img.width, img.height);
         let bg = self.table.background();
         let mut labels = vec![bg.id; w * h];
@@ -111,10 +111,7 @@ impl Stage for MergeMasks {
             };
             // masks arrive from the cache, so name the region as well as the object
             let what = format!("mask `{region}` ({})", path.display());
-            let mask = match png::decode_gray(&crate::fsio::read_file(path)?, &what, u64::MAX)? {
-                Gray::U8(t) => t,
-                Gray::U16(_) => return Err(item_err!("{what}: expected an 8-bit mask")),
-            };
+            let mask = codec::decode_u8(&crate::fsio::read_file(path)?, &what, u64::MAX, "mask")?;
             if (mask.width, mask.height) != (w, h) {
                 return Err(item_err!("{what}: mask is {} x {} but the image is {w} x {h}", mask.width, mask.height));
             }
@@ -139,7 +136,7 @@ impl Stage for MergeMasks {
         out.meta.insert("width".into(), MetaValue::Int(w as i64));
         out.meta.insert("height".into(), MetaValue::Int(h as i64));
         out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: image_bytes });
-        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: png::encode_u8(&Tensor2 { height: h, width: w, data: labels }) });
+        out.files.push(OutFile { role: "labels".into(), ext: "png", bytes: codec::encode_u8(&Tensor2 { height: h, width: w, data: labels }) });
         Ok(out)
     }
 }

@@ -20,7 +20,8 @@ mod ingest_png;
 mod masks;
 mod merge_masks;
 mod phantom;
-pub mod png;
+mod phantom_anatomy;
+mod pairs;
 pub mod subject;
 pub mod split;
 mod train;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
+pub use crate::store::MetaValue;
 
 pub use augment::Augment;
 pub use balanced_crop::BalancedCrop;
@@ -73,13 +75,13 @@ pub struct BuildCtx<'a> {
     pub inputs: &'a [String],
     /// The stages built before this one (every upstream stage among them): a stage that reports on
     /// others (`export`) finds the trainings and splits behind its inputs here.
-    pub earlier: &'a [crate::pipeline::StageDef],
+    pub earlier: &'a [crate::export::StageRef],
 }
 
 impl BuildCtx<'_> {
     /// Expands `${VAR}`s and makes a path param absolute (relative to the pipeline file).
     pub fn resolve_path(&self, key: &str, p: &str) -> Result<PathBuf, ParamError> {
-        let expanded = crate::pipeline::expand_vars(p, self.pipeline_file).map_err(|m| ParamError::at(key, m))?;
+        let expanded = crate::vars::expand_vars(p, self.pipeline_file).map_err(|m| ParamError::at(key, m))?;
         let path = PathBuf::from(expanded);
         Ok(if path.is_absolute() { path } else { self.base_dir.join(path) })
     }
@@ -117,7 +119,7 @@ pub fn parse_params<P: DeserializeOwned>(table: &toml::Table) -> Result<P, Param
         let hint = msg.strip_prefix("unknown field `").and_then(|rest| {
             let (field, tail) = rest.split_once('`')?;
             let expected: Vec<&str> = tail.split('`').skip(1).step_by(2).collect();
-            crate::pipeline::did_you_mean(field, expected.into_iter()).map(|h| format!("did you mean `{h}`?"))
+            crate::suggest::did_you_mean(field, expected.into_iter()).map(|h| format!("did you mean `{h}`?"))
         });
         let message = match &key {
             Some(k) if !msg.contains(&format!("`{k}`")) => format!("param `{k}`: {msg}"),
@@ -198,6 +200,25 @@ pub struct ItemSpec {
     pub inputs: Vec<InputSpec>,
 }
 
+/// The items of an ingest stage: one per upstream item (a `phantom` stage feeding it) or, with no input
+/// stage, those `from_root` finds under its `root` param; naming both, or neither, is an error.
+pub fn upstream_or_root<R>(kind: &str, upstream: &[&[String]], root: Option<R>, from_root: impl FnOnce(R) -> Result<Vec<ItemSpec>>) -> Result<Vec<ItemSpec>> {
+    match (upstream.first(), root) {
+        (Some(ids), None) => Ok(one_per_upstream_item(ids)),
+        (None, Some(root)) => from_root(root),
+        (Some(_), Some(_)) => Err(crate::item_err!("{kind}: give either `root` or an input stage, not both")),
+        (None, None) => Err(crate::item_err!("{kind}: param `root` is required when the stage has no input stage")),
+    }
+}
+
+/// The RNG of one random draw of a stage: seeded by (pipeline seed, stage id, item, index) and nothing
+/// else, so a draw does not depend on which worker computes it, in which order, or on any other item.
+pub fn item_rng(seed: u64, stage: &str, item: &str, index: usize) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let h = blake3::hash(format!("{seed}\u{0}{stage}\u{0}{item}\u{0}{index}").as_bytes());
+    rand_chacha::ChaCha8Rng::from_seed(*h.as_bytes())
+}
+
 /// One item per item of the (first) upstream stage, with the same id: the shape of every per-image stage.
 pub fn one_per_upstream_item(ids: &[String]) -> Vec<ItemSpec> {
     ids.iter().map(|id| ItemSpec { id: id.clone(), inputs: vec![InputSpec::Upstream { upstream: 0, item: id.clone() }] }).collect()
@@ -248,16 +269,6 @@ pub trait UpstreamResults {
     fn file(&self, i: usize, role: &str) -> Option<PathBuf>;
 }
 
-/// A metadata value recorded in the manifest (one column per name).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum MetaValue {
-    /// Integer.
-    Int(i64),
-    /// Float.
-    Float(f64),
-    /// Text.
-    Str(String),
-}
 
 /// One output file of an item.
 #[derive(Debug, Clone)]
@@ -309,6 +320,11 @@ pub trait Stage: Send + Sync {
     /// every upstream item succeeded; an error keeps every input (and `compute` reports the problem).
     fn narrow(&self, _id: &str, _upstream: &dyn UpstreamResults) -> Result<Option<Vec<bool>>> {
         Ok(None)
+    }
+    /// Whether output `role` is published for people as `pictures/<stage id><suffix>` (a contact sheet's
+    /// PNG): the suffix, or `None`. The executor copies what a stage marks and knows no stage.
+    fn publishes(&self, _role: &str) -> Option<&'static str> {
+        None
     }
     /// Computes one item.
     fn compute(&self, id: &str, inputs: &ItemInputs) -> Result<ItemOutput>;

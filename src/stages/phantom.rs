@@ -1,18 +1,18 @@
 //! `phantom`: the embedded default data set, generated, so the quickstart needs no download and ships no
 //! patient data. Each item is one synthetic mammogram (a 16-bit grayscale PNG, or a real DICOM MG file:
 //! MONOCHROME1 or 2, 12-16 bits stored, uncompressed or RLE, with window and laterality/view tags) with one binary PNG mask per
-//! anatomical region (see [`crate::phantom_anatomy`]), fully determined by the pipeline seed and the item
+//! anatomical region (see [`super::phantom_anatomy`]), fully determined by the pipeline seed and the item
 //! index.
 
 use serde::{Deserialize, Serialize};
 
-use super::png;
+use crate::codec;
 use super::{Arity, BuildCtx, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
 use crate::dicom::write::{write_mg, MgSpec};
 use crate::error::Result;
 use crate::item_err;
-use crate::phantom_anatomy::{self, PhantomSpec};
-use crate::tensor::Tensor2;
+use super::phantom_anatomy::{self, PhantomSpec};
+use crate::npy::Tensor2;
 
 /// Params of `phantom`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -132,7 +132,7 @@ impl Stage for PhantomStage {
         let mut out = ItemOutput::default();
         let image = Tensor2 { height: h, width: w, data: p.image.into_raw() };
         match self.params.format {
-            Format::Png => out.files.push(OutFile { role: "image".into(), ext: "png", bytes: png::encode_u16(&image) }),
+            Format::Png => out.files.push(OutFile { role: "image".into(), ext: "png", bytes: codec::encode_u16(&image) }),
             Format::Dicom => {
                 let monochrome1 = match self.params.photometric {
                     Photometric::Monochrome1 => true,
@@ -158,7 +158,7 @@ impl Stage for PhantomStage {
         for (region, mask) in p.masks {
             let covered = mask.as_raw().iter().filter(|&&v| v > 0).count();
             out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));
-            out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: png::encode_u8(&Tensor2 { height: h, width: w, data: mask.into_raw() }) });
+            out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: codec::encode_u8(&Tensor2 { height: h, width: w, data: mask.into_raw() }) });
         }
         out.meta.insert("laterality".into(), MetaValue::Str(p.laterality.to_string()));
         out.meta.insert("view".into(), MetaValue::Str(p.view.to_string()));

@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
@@ -108,16 +107,6 @@ pub fn assign(subjects: &[String], method: Method, train: f64, val: Option<f64>,
         .collect()
 }
 
-/// subject -> fold, read back from an assignment table this stage wrote.
-pub fn read_assignment(path: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
-    let bad = |e: &dyn std::fmt::Display| item_err!("reading the split assignment {}: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
-    let df = ParquetReader::new(file).finish().map_err(|e| bad(&e))?;
-    let col = |n: &str| -> Result<Vec<String>> {
-        Ok(df.column(n).map_err(|e| bad(&e))?.str().map_err(|e| bad(&e))?.iter().map(|o| o.unwrap_or_default().to_string()).collect())
-    };
-    Ok(col("subject")?.into_iter().zip(col("fold")?).collect())
-}
 
 impl Stage for Split {
     fn kind(&self) -> &'static str {
@@ -161,16 +150,7 @@ impl Stage for Split {
         let folds = assign(&subjects, self.params.method, self.params.train, self.params.val, self.params.folds, self.seed);
         items.sort();
         let fold_of: Vec<&str> = items.iter().map(|(_, s)| folds[s].as_str()).collect();
-        let mut df = DataFrame::new(
-            items.len(),
-            vec![
-                Column::new("subject".into(), items.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>()),
-                Column::new("fold".into(), fold_of.clone()),
-                Column::new("item".into(), items.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>()),
-            ],
-        )
-        .map_err(|e| item_err!("building the assignment table: {e}"))?;
-        let bytes = crate::store::manifest::parquet_bytes(&mut df).map_err(|e| item_err!("writing the assignment table: {e}"))?;
+        let bytes = crate::folds::assignment_bytes(&items, &fold_of)?;
         let mut out = ItemOutput::default();
         out.meta.insert("subjects".into(), MetaValue::Int(folds.len() as i64));
         let mut counts: BTreeMap<&str, (i64, i64)> = BTreeMap::new();

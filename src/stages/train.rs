@@ -29,7 +29,6 @@ use std::sync::Arc;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::png;
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage, UpstreamResults};
 use crate::classes::ClassTable;
 use crate::error::Result;
@@ -190,7 +189,7 @@ impl Stage for Train {
     fn narrow(&self, _id: &str, up: &dyn UpstreamResults) -> Result<Option<Vec<bool>>> {
         let Some(a) = (0..up.len()).find(|&i| up.input(i) == 1) else { return Ok(None) };
         let path = up.file(a, "assignment").ok_or_else(|| item_err!("the split item `{}` has no `assignment` output", up.item(a)))?;
-        let folds = super::split::read_assignment(&path)?;
+        let folds = crate::folds::read_assignment(&path)?;
         Ok(Some(
             (0..up.len())
                 .map(|i| {
@@ -209,7 +208,7 @@ impl Stage for Train {
         let init = inputs.file(&format!("in{last}/best")).ok().map(std::path::Path::to_path_buf);
         let n = if init.is_some() { last - 1 } else { last };
         let assignment = inputs.file(&format!("in{n}/assignment"))?;
-        let folds = super::split::read_assignment(assignment)?;
+        let folds = crate::folds::read_assignment(assignment)?;
         let (mut train, mut val) = (Vec::new(), Vec::new());
         let classes = self.spec.classes;
         let mut pixels = vec![0u64; classes];
@@ -306,24 +305,25 @@ impl EpochProgress {
                                 .progress_chars("=> "),
                         );
                         b.set_prefix(format!("{} {epoch}/{}", self.id, self.epochs));
-                        b
+                        crate::term::bars().add(b)
                     });
                     bar.set_message(format!("loss {loss:.4} {images_per_s:.1} img/s"));
                     bar.set_position(done as u64);
                 } else if self.last_line.elapsed().as_secs() >= 30 {
                     self.last_line = std::time::Instant::now();
-                    eprintln!("{}: epoch {epoch}/{}  batch {done}/{total}  loss {loss:.4}  {images_per_s:.1} img/s", self.id, self.epochs);
+                    crate::term::eprint_line(&format!("{}: epoch {epoch}/{}  batch {done}/{total}  loss {loss:.4}  {images_per_s:.1} img/s", self.id, self.epochs));
                 }
             }
             train::Event::Epoch(l) => {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();
+                    crate::term::bars().remove(&b);
                 }
                 self.last_line = std::time::Instant::now();
-                eprintln!(
+                crate::term::eprint_line(&format!(
                     "{}: epoch {}/{}  lr {:.2e}  loss {:.4}  val loss {:.4}  val mIoU {:.4}  {:.1} img/s  {:.0} s",
                     self.id, l.epoch, self.epochs, l.lr, l.train_loss, l.val_loss, l.val_miou, l.images_per_s, l.seconds
-                );
+                ));
             }
         }
     }
@@ -331,7 +331,7 @@ impl EpochProgress {
 
 /// The image (16-bit `.npy`) and label map (8-bit PNG) of input `k`.
 fn read_sample(inputs: &ItemInputs, k: usize, item: &str) -> Result<Sample> {
-    let (img, lab) = png::read_image_pair(inputs, &format!("in{k}/")).map_err(|e| item_err!("crop `{item}`: {e}"))?;
+    let (img, lab) = super::pairs::read_image_pair(inputs, &format!("in{k}/")).map_err(|e| item_err!("crop `{item}`: {e}"))?;
     Ok(Sample { image: Arc::new(img), labels: Arc::new(lab) })
 }
 
@@ -353,5 +353,5 @@ fn log_table(log: &[train::EpochLog]) -> Result<Vec<u8>> {
         ],
     )
     .map_err(|e| item_err!("building the training log: {e}"))?;
-    crate::store::manifest::parquet_bytes(&mut df).map_err(|e| item_err!("writing the training log: {e}"))
+    crate::parquet::parquet_bytes(&mut df).map_err(|e| item_err!("writing the training log: {e}"))
 }

@@ -13,7 +13,7 @@ use polars::prelude::*;
 
 use super::record::{OutputRef, Record, Status};
 use crate::error::{Error, Result};
-use crate::stages::MetaValue;
+use crate::store::MetaValue;
 
 /// The manifest's own columns: a stage's metadata may not use these names (they would be lost).
 pub const CORE: &[&str] = &[
@@ -34,8 +34,8 @@ fn list_str(name: &str, rows: impl Iterator<Item = Vec<String>>) -> Column {
 }
 
 /// Builds the manifest DataFrame (rows sorted by item id).
-pub fn to_frame(records: &[Record]) -> Result<DataFrame> {
-    let mut recs: Vec<&Record> = records.iter().collect();
+pub fn to_frame<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<DataFrame> {
+    let mut recs: Vec<&Record> = records.into_iter().collect();
     recs.sort_by(|a, b| a.item_id.cmp(&b.item_id));
     let n = recs.len();
     let mut cols: Vec<Column> = vec![
@@ -89,28 +89,11 @@ pub fn to_frame(records: &[Record]) -> Result<DataFrame> {
     DataFrame::new(n, cols).map_err(|e| Error::Manifest { path: "<memory>".into(), message: e.to_string() })
 }
 
-/// Writes a DataFrame as Parquet bytes that every reader understands.
-///
-/// polars embeds its Arrow schema at its newest compatibility level, where strings are `string_view`,
-/// and pandas cannot convert a list of `string_view`. The embedded schema is replaced by the oldest-level
-/// one (`large_string`): the Parquet data is the same UTF-8 either way, and every reader (pandas, pyarrow,
-/// polars, DuckDB) then agrees on the types.
-pub fn parquet_bytes(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
-    let mut buf = Vec::new();
-    let arrow = df.schema().to_arrow(CompatLevel::oldest());
-    let schema_kv = polars_parquet::write::schema_to_metadata_key(&arrow);
-    let kv = polars::prelude::KeyValueMetadata::from_static(vec![
-        (schema_kv.key, schema_kv.value.unwrap_or_default()),
-        ("written_by".into(), format!("mammoflow {}", env!("CARGO_PKG_VERSION"))),
-    ]);
-    ParquetWriter::new(&mut buf).with_key_value_metadata(Some(kv)).finish(df)?;
-    Ok(buf)
-}
 
 /// Writes a manifest atomically (temp file + rename).
-pub fn write(path: &Path, tmp_dir: &Path, records: &[Record]) -> Result<()> {
+pub fn write<'a>(path: &Path, tmp_dir: &Path, records: impl IntoIterator<Item = &'a Record>) -> Result<()> {
     let mut df = to_frame(records)?;
-    let buf = parquet_bytes(&mut df).map_err(|e| merr(path, e))?;
+    let buf = crate::parquet::parquet_bytes(&mut df).map_err(|e| merr(path, e))?;
     super::cas::write_durable(tmp_dir, path, &buf)
 }
 

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub use cas::Cas;
 pub use lock::WorkspaceLock;
-pub use record::{OutputRef, Record, Status};
+pub use record::{MetaValue, OutputRef, Record, Status};
 pub use statcache::StatCache;
 
 /// Paths of one workspace.

@@ -4,7 +4,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stages::MetaValue;
+/// A metadata value recorded in the manifest (one column per name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaValue {
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Float(f64),
+    /// Text.
+    Str(String),
+}
 
 /// Outcome of an item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,7 +85,7 @@ impl StatCache {
             Column::new("hash".into(), rows.iter().map(|(_, e)| e.hash.as_str()).collect::<Vec<_>>()),
         ])
         .map_err(|e| crate::error::Error::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
-        let buf = super::manifest::parquet_bytes(&mut df).map_err(|e| crate::error::Error::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
+        let buf = crate::parquet::parquet_bytes(&mut df).map_err(|e| crate::error::Error::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
         super::cas::write_atomic(tmp_dir, path, &buf)
     }
 }

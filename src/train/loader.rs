@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::tensor::{Image, Tensor2};
+use crate::npy::{Image, Tensor2};
 
 /// One training example: a whole crop and its label map (the same size).
 #[derive(Debug, Clone)]

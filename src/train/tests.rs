@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::models::Arch;
-use crate::tensor::Tensor2;
+use crate::npy::Tensor2;
 
 /// Bright discs on a darker textured background; label 1 inside the discs.
 fn toy(n: usize, side: usize, seed: u64) -> Vec<Sample> {
@@ -20,7 +20,7 @@ fn toy(n: usize, side: usize, seed: u64) -> Vec<Sample> {
                     lab.push(inside as u8);
                 }
             }
-            Sample { image: Arc::new(crate::tensor::Image::gray(Tensor2 { height: side, width: side, data: img })), labels: Arc::new(Tensor2 { height: side, width: side, data: lab }) }
+            Sample { image: Arc::new(crate::npy::Image::gray(Tensor2 { height: side, width: side, data: img })), labels: Arc::new(Tensor2 { height: side, width: side, data: lab }) }
         })
         .collect()
 }

@@ -157,7 +157,8 @@ fn layers_switch_between_our_kernels_and_candles() {
     let x = rnd(&[1, 2, 6, 6], 9).to_dtype(candle_core::DType::F32).unwrap();
     let vm = candle_nn::VarMap::new();
     let vb = candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu);
-    let conv = crate::models::layers::conv_same(2, 3, 3, 1, vb.pp("c")).unwrap().with_relu();
+    let cfg = candle_nn::Conv2dConfig { padding: 1, stride: 1, dilation: 1, groups: 1, cudnn_fwd_algo: None };
+    let conv = crate::nn::Conv2d::from(candle_nn::conv2d(2, 3, 3, cfg, vb.pp("c")).unwrap()).with_relu();
     let calls = super::timing::calls_on_this_thread;
     let c0 = calls();
     let ours = candle_core::Module::forward(&conv, &x).unwrap();

@@ -1,4 +1,5 @@
-//! PNG reading and writing shared by the image stages, with errors that name the file and the problem.
+//! Grayscale PNG and PGM, decoded and encoded, with errors that name the file and the problem: masks and
+//! label maps are 8-bit PNGs, source images 8- or 16-bit PNGs or PGMs.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -8,7 +9,7 @@ use image::{DynamicImage, ExtendedColorType, ImageEncoder, ImageFormat, ImageRea
 
 use crate::error::Result;
 use crate::item_err;
-use crate::tensor::Tensor2;
+use crate::npy::Tensor2;
 
 /// A decoded grayscale image, 8 or 16 bits per sample.
 pub enum Gray {
@@ -19,6 +20,14 @@ pub enum Gray {
 }
 
 impl Gray {
+    /// 16-bit samples, 8-bit ones scaled by 257 (0..255 -> 0..65535).
+    pub fn into_u16(self) -> Tensor2<u16> {
+        match self {
+            Gray::U16(t) => t,
+            Gray::U8(t) => Tensor2 { height: t.height, width: t.width, data: t.data.iter().map(|&v| v as u16 * 257).collect() },
+        }
+    }
+
     /// `(width, height)`.
     pub fn dims(&self) -> (usize, usize) {
         match self {
@@ -77,41 +86,17 @@ pub fn encode_u16(t: &Tensor2<u16>) -> Vec<u8> {
     out
 }
 
-/// Reads an item's `image` tensor and `labels` map (the pair every stage after merging works on) and
-/// checks that they have the same size.
-pub fn read_image_and_labels(inputs: &super::ItemInputs) -> Result<(Tensor2<u16>, Tensor2<u8>)> {
-    read_pair(inputs, "")
-}
-
 /// An 8-bit label map (PNG of class ids).
 pub fn read_labels(path: &Path) -> Result<Tensor2<u8>> {
-    match decode_gray(&crate::fsio::read_file(path)?, &path.display().to_string(), u64::MAX)? {
+    decode_u8(&crate::fsio::read_file(path)?, &path.display().to_string(), u64::MAX, "label map")
+}
+
+/// [`decode_gray`] for 8-bit data (a mask, label ids): a 16-bit file is refused, naming what was expected.
+pub fn decode_u8(bytes: &[u8], what: &str, max_pixels: u64, expected: &str) -> Result<Tensor2<u8>> {
+    match decode_gray(bytes, what, max_pixels)? {
         Gray::U8(t) => Ok(t),
-        Gray::U16(_) => Err(item_err!("{}: expected an 8-bit label map", path.display())),
+        Gray::U16(_) => Err(item_err!("{what}: expected an 8-bit {expected}")),
     }
-}
-
-/// [`read_image_and_labels`] for the roles `{prefix}image` / `{prefix}labels` (`in3/` for the fourth
-/// input of an item that reads many).
-pub fn read_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(Tensor2<u16>, Tensor2<u8>)> {
-    let ip = inputs.file(&format!("{prefix}image"))?;
-    let img = crate::tensor::decode_u16(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
-    let labels = read_labels(inputs.file(&format!("{prefix}labels"))?)?;
-    if (labels.width, labels.height) != (img.width, img.height) {
-        return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
-    }
-    Ok((img, labels))
-}
-
-/// [`read_pair`] for the networks: the image gray or RGB (`ingest-cityscapes`).
-pub fn read_image_pair(inputs: &super::ItemInputs, prefix: &str) -> Result<(crate::tensor::Image, Tensor2<u8>)> {
-    let ip = inputs.file(&format!("{prefix}image"))?;
-    let img = crate::tensor::decode_image(&crate::fsio::read_file(ip)?).map_err(|e| item_err!("{}: {e}", ip.display()))?;
-    let labels = read_labels(inputs.file(&format!("{prefix}labels"))?)?;
-    if (labels.width, labels.height) != (img.width, img.height) {
-        return Err(item_err!("label map {} x {} does not match the image {} x {}", labels.width, labels.height, img.width, img.height));
-    }
-    Ok((img, labels))
 }
 
 #[cfg(test)]

@@ -463,6 +463,7 @@ fn mirror<T>(buf: &mut [T], w: usize) {
 /// Binary silhouette of the body (breast, pectoral muscle and nipple) of the
 /// phantom `generate(spec, seed, index)` would produce, in display orientation.
 /// Useful to check that lesion masks lie inside the breast.
+#[cfg(test)]
 pub fn breast_mask(spec: &PhantomSpec, seed: u64, index: u64) -> GrayImage {
     let mut rng = rng_for(seed, index);
     let p = make_plan(spec, &mut rng);
