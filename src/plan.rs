@@ -214,9 +214,12 @@ impl StagePlan {
             // so two items with the same inputs must not share a record (the other's subject).
             item_id: Some(it.id.as_str()),
         });
-        let state = match self.by_key.get(&key).and_then(|id| self.known.get(id)) {
-            Some(r) if r.status == Status::Ok && r.outputs.iter().all(|o| objects.output_ok(o)) => ItemState::Fresh(with_id(r, &it.id)),
-            Some(r) if r.status == Status::Failed && !retry_failed => ItemState::FreshFailed(with_id(r, &it.id)),
+        let recorded = self.by_key.get(&key).and_then(|id| self.known.get(id));
+        let state = match recorded {
+            // A reused record moves into the item (keys include the item id, so no other item has
+            // this key): a no-op rerun copies no record. A later settle finds it there.
+            Some(r) if r.status == Status::Ok && r.outputs.iter().all(|o| objects.output_ok(o)) => ItemState::Fresh(take(&mut self.known, &self.by_key[&key], &it.id)),
+            Some(r) if r.status == Status::Failed && !retry_failed => ItemState::FreshFailed(take(&mut self.known, &self.by_key[&key], &it.id)),
             Some(r) if r.status == Status::Failed => ItemState::Stale(Reason::RetryFailed),
             Some(r) if r.status == Status::Transient => ItemState::Stale(Reason::TransientFailure),
             Some(_) => ItemState::Stale(Reason::OutputMissing),
@@ -295,6 +298,10 @@ impl Plan {
         let sp = &mut self.stages[k];
         let sd = &pipeline.stages[sp.stage];
         let before = sp.items[j].state.clone();
+        // a record the item reused went into the item: it is known again for this keying
+        if let ItemState::Fresh(r) | ItemState::FreshFailed(r) = &before {
+            sp.known.insert(r.item_id.clone(), r.clone());
+        }
         sp.settle(sd, j, result, objects, retry, true);
         if let ItemState::Stale(why) = before {
             if !matches!(sp.items[j].state, ItemState::Stale(_)) {
@@ -406,10 +413,12 @@ fn rank(s: Status) -> u8 {
     }
 }
 
-/// A cached record reused under another item id keeps the new id.
-fn with_id(r: &Record, id: &str) -> Record {
-    let mut r = r.clone();
-    r.item_id = id.to_string();
+/// Takes the record `rid` out of what is known, for item `id` (which it names).
+fn take(known: &mut HashMap<String, Record>, rid: &str, id: &str) -> Record {
+    let mut r = known.remove(rid).expect("looked up above");
+    if r.item_id != id {
+        r.item_id = id.to_string();
+    }
     r
 }
 

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::exec::{self, Cluster, Driver, FailedItem, Order, ProgressMode, StageSummary};
 use crate::pipeline::Pipeline;
 use crate::plan::{self, ItemState, Objects, Plan, PlanEnv, Reason};
-use crate::store::{Cas, OutputRef, Record, StatCache, Status, Workspace, WorkspaceLock};
+use crate::store::{Cas, OutputRef, Record, StatCache, Workspace, WorkspaceLock};
 
 /// Options of `run`.
 #[derive(Debug, Clone)]
@@ -90,16 +90,22 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
     let mut warnings = Vec::new();
     let mut known: Vec<HashMap<String, Record>> = Vec::with_capacity(pipeline.stages.len());
     let mut manifest_state: Vec<(bool, usize)> = Vec::new(); // (journal present or manifest unreadable, manifest rows)
-    let mut manifest_keys: Vec<HashMap<String, (String, Status)>> = Vec::new();
+    // The manifests and the source hash cache are read side by side: decoding them is most of what a
+    // no-op rerun does.
+    let (mut manifests, stat) = std::thread::scope(|s| {
+        let stat = s.spawn(|| StatCache::load(&ws.statcache()));
+        let reads: Vec<_> = pipeline.stages.iter().zip(&selected).map(|(sd, &sel)| sel.then(|| s.spawn(move || crate::store::manifest::read(&ws.manifest(&sd.id))))).collect();
+        let manifests: Vec<Option<Result<Vec<Record>>>> = reads.into_iter().map(|h| h.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))).collect();
+        (manifests, stat.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+    });
     for (i, sd) in pipeline.stages.iter().enumerate() {
-        if !selected[i] {
+        let Some(read) = manifests[i].take() else {
             known.push(HashMap::new());
             manifest_state.push((false, 0));
-            manifest_keys.push(HashMap::new());
             continue;
-        }
+        };
         let mut dirty = false;
-        let rows = match crate::store::manifest::read(&ws.manifest(&sd.id)) {
+        let rows = match read {
             Ok(r) => r,
             Err(e) => {
                 warnings.push(format!("{e}: ignoring it, its items will be recomputed"));
@@ -107,9 +113,11 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
                 Vec::new()
             }
         };
-        manifest_keys.push(rows.iter().map(|r| (r.item_id.clone(), (r.key.clone(), r.status))).collect());
         manifest_state.push((false, rows.len()));
-        let mut by_id: HashMap<String, Record> = rows.into_iter().map(|r| (r.item_id.clone(), r)).collect();
+        let mut by_id: HashMap<String, Record> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            by_id.insert(r.item_id.clone(), r);
+        }
         let journal = crate::store::journal::read(&ws.journal(&sd.id));
         dirty |= !journal.is_empty();
         for r in journal {
@@ -118,21 +126,23 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
         manifest_state.last_mut().expect("pushed").0 = dirty;
         known.push(by_id);
     }
-    let mut env = DiskEnv { ws, stat: StatCache::load(&ws.statcache()) };
+    let mut env = DiskEnv { ws, stat };
     let mut plan = plan::plan(pipeline, &selected, known, retry_failed, &mut env)?;
     if verify_inputs {
         verify_stale_inputs(&mut plan, ws);
     }
+    // Without a journal, what is known is the manifest itself: a fresh item's record is its own row
+    // (every key includes the item id), so the manifest is rewritten only if an item is added, removed
+    // or not fresh.
     let must_write = plan
         .stages
         .iter()
         .map(|sp| {
             let (dirty, rows) = manifest_state[sp.stage];
-            let mk = &manifest_keys[sp.stage];
             dirty
                 || rows != sp.items.len()
                 || sp.items.iter().any(|it| match &it.state {
-                    ItemState::Fresh(r) | ItemState::FreshFailed(r) => mk.get(&it.id) != Some(&(r.key.clone(), r.status)),
+                    ItemState::Fresh(r) | ItemState::FreshFailed(r) => r.item_id != it.id,
                     ItemState::Stale(_) | ItemState::Pending(_) => true,
                 })
         })
@@ -199,7 +209,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
     let stale = planned.plan.stale();
     let mut driver = Driver::new(pipeline.clone(), ws.clone(), planned.plan, planned.must_write, opts.progress, opts.order);
     let local_only = matches!(opts.cluster, Cluster::Local { .. });
-    let driver = if stale == 0 && local_only {
+    let mut driver = if stale == 0 && local_only {
         driver.finish_inline()?;
         driver
     } else {
@@ -212,11 +222,20 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
         report.cached += s.cached;
         report.failed += s.failed;
     }
-    report.pictures = driver.pictures;
-    report.failures = driver.failures;
-    report.skipped = driver.skipped;
-    report.stages = driver.summaries;
+    report.pictures = std::mem::take(&mut driver.pictures);
+    report.failures = std::mem::take(&mut driver.failures);
+    report.skipped = std::mem::take(&mut driver.skipped);
+    report.stages = std::mem::take(&mut driver.summaries);
+    drop_later(driver);
     Ok(report)
+}
+
+/// Frees a large value (a plan and every record of a run: hundreds of MB at 100,000 items) on another
+/// thread: freeing takes about as long as the rest of a no-op rerun, and a command that is about to
+/// exit need not wait for it.
+fn drop_later<T: Send + 'static>(value: T) {
+    // (if no thread can be made, the value is freed here, by `spawn` dropping the closure)
+    let _ = std::thread::Builder::new().name("drop".into()).spawn(move || drop(value));
 }
 
 /// Per-stage status without doing any work.
@@ -290,5 +309,7 @@ pub fn status(pipeline: &Pipeline, until: Option<&str>) -> Result<(Vec<StageStat
             StageStatus { id: id.clone(), items: sp.items.len(), fresh, stale, failed, reasons, stale_items, skipped_inputs, failures }
         })
         .collect();
-    Ok((out, planned.warnings))
+    let warnings = planned.warnings.clone();
+    drop_later(planned);
+    Ok((out, warnings))
 }

@@ -101,15 +101,23 @@ fn strs(c: &Column, path: &Path) -> Result<Vec<Option<String>>> {
     Ok(c.str().map_err(|e| merr(path, e))?.iter().map(|o| o.map(str::to_string)).collect())
 }
 
+/// A list column, row by row (one reused series, not one allocated per row: this runs once per item
+/// of every no-op rerun).
 fn list_strs(c: &Column, path: &Path) -> Result<Vec<Vec<String>>> {
     let l = c.list().map_err(|e| merr(path, e))?;
-    (0..l.len())
-        .map(|i| l.get_as_series(i))
+    l.amortized_iter()
         .map(|o| match o {
             None => Ok(Vec::new()),
-            Some(s) => Ok(s.str().map_err(|e| merr(path, e))?.iter().map(|x| x.unwrap_or_default().to_string()).collect()),
+            Some(s) => Ok(s.as_ref().str().map_err(|e| merr(path, e))?.iter().map(|x| x.unwrap_or_default().to_string()).collect()),
         })
         .collect()
+}
+
+/// One metadata column, typed once.
+enum MetaCol<'a> {
+    Int(&'a Int64Chunked),
+    Float(&'a Float64Chunked),
+    Str(&'a StringChunked),
 }
 
 /// Reads a manifest. A missing file is an empty manifest; an unreadable one is an error the caller
@@ -122,37 +130,48 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
     };
     let df = ParquetReader::new(file).finish().map_err(|e| merr(path, e))?;
     let col = |n: &str| df.column(n).map_err(|e| merr(path, e));
-    let ids = strs(col("item_id")?, path)?;
-    let keys = strs(col("key")?, path)?;
+    let mut ids = strs(col("item_id")?, path)?;
+    let mut keys = strs(col("key")?, path)?;
     let status = strs(col("status")?, path)?;
-    let errors = strs(col("error")?, path)?;
+    let mut errors = strs(col("error")?, path)?;
     let versions: Vec<Option<u32>> = col("version")?.u32().map_err(|e| merr(path, e))?.iter().collect();
-    let params = strs(col("params_hash")?, path)?;
+    let mut params = strs(col("params_hash")?, path)?;
     let inputs = list_strs(col("inputs")?, path)?;
-    let roles = list_strs(col("output_roles")?, path)?;
-    let files = list_strs(col("output_files")?, path)?;
+    let mut roles = list_strs(col("output_roles")?, path)?;
+    let mut files = list_strs(col("output_files")?, path)?;
     let sizes: Vec<Vec<u64>> = col("output_sizes")?
         .list()
-        .map_err(|e| merr(path, e))
-        .map(|l| (0..l.len()).map(|i| l.get_as_series(i)).collect::<Vec<_>>())?
-        .into_iter()
-        .map(|o| o.map(|s| s.u64().map(|c| c.iter().map(|x| x.unwrap_or(0)).collect()).unwrap_or_default()).unwrap_or_default())
+        .map_err(|e| merr(path, e))?
+        .amortized_iter()
+        .map(|o| o.map(|s| s.as_ref().u64().map(|c| c.iter().map(|x| x.unwrap_or(0)).collect()).unwrap_or_default()).unwrap_or_default())
         .collect();
     let seconds: Vec<Option<f64>> = col("seconds")?.f64().map_err(|e| merr(path, e))?.iter().collect();
-    let meta_cols: Vec<&Column> = df.columns().iter().filter(|c| !CORE.contains(&c.name().as_str())).collect();
+    let meta_cols: Vec<(String, MetaCol<'_>)> = df
+        .columns()
+        .iter()
+        .filter(|c| !CORE.contains(&c.name().as_str()))
+        .filter_map(|c| {
+            let typed = match c.dtype() {
+                DataType::Int64 => MetaCol::Int(c.i64().ok()?),
+                DataType::Float64 => MetaCol::Float(c.f64().ok()?),
+                DataType::String => MetaCol::Str(c.str().ok()?),
+                _ => return None,
+            };
+            Some((c.name().to_string(), typed))
+        })
+        .collect();
 
     let mut out = Vec::with_capacity(df.height());
     for i in 0..df.height() {
         let mut meta = BTreeMap::new();
-        for c in &meta_cols {
-            let v = match c.dtype() {
-                DataType::Int64 => c.i64().ok().and_then(|a| a.get(i)).map(MetaValue::Int),
-                DataType::Float64 => c.f64().ok().and_then(|a| a.get(i)).map(MetaValue::Float),
-                DataType::String => c.str().ok().and_then(|a| a.get(i)).map(|s| MetaValue::Str(s.to_string())),
-                _ => None,
+        for (name, c) in &meta_cols {
+            let v = match c {
+                MetaCol::Int(a) => a.get(i).map(MetaValue::Int),
+                MetaCol::Float(a) => a.get(i).map(MetaValue::Float),
+                MetaCol::Str(a) => a.get(i).map(|s| MetaValue::Str(s.to_string())),
             };
             if let Some(v) = v {
-                meta.insert(c.name().to_string(), v);
+                meta.insert(name.clone(), v);
             }
         }
         let status = match status[i].as_deref() {
@@ -165,18 +184,18 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
             return Err(merr(path, format!("row {i}: output lists differ in length")));
         }
         out.push(Record {
-            item_id: ids[i].clone().ok_or_else(|| merr(path, format!("row {i}: null item_id")))?,
-            key: keys[i].clone().ok_or_else(|| merr(path, format!("row {i}: null key")))?,
+            item_id: ids[i].take().ok_or_else(|| merr(path, format!("row {i}: null item_id")))?,
+            key: keys[i].take().ok_or_else(|| merr(path, format!("row {i}: null key")))?,
             status,
-            error: errors[i].clone(),
+            error: errors[i].take(),
             version: versions[i].unwrap_or(0),
-            params_hash: params[i].clone().unwrap_or_default(),
+            params_hash: params[i].take().unwrap_or_default(),
             inputs: inputs[i].iter().map(|s| s.split_once('=').map(|(a, b)| (a.to_string(), b.to_string())).unwrap_or_else(|| (s.clone(), String::new()))).collect(),
-            outputs: roles[i]
-                .iter()
-                .zip(&files[i])
+            outputs: std::mem::take(&mut roles[i])
+                .into_iter()
+                .zip(std::mem::take(&mut files[i]))
                 .zip(&sizes[i])
-                .map(|((r, f), s)| OutputRef { role: r.clone(), file: f.clone(), size: *s })
+                .map(|((role, file), s)| OutputRef { role, file, size: *s })
                 .collect(),
             seconds: seconds[i].unwrap_or(0.0),
             meta,
