@@ -24,13 +24,13 @@ fn merr(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Manifest { path: path.to_path_buf(), message: e.to_string() }
 }
 
-fn list_str(name: &str, rows: impl Iterator<Item = Vec<String>>) -> Column {
-    let series: Vec<Series> = rows.map(|v| Series::new("".into(), v)).collect();
-    let mut s = Series::new(name.into(), series);
-    if s.is_empty() {
-        s = Series::new_empty(name.into(), &DataType::List(Box::new(DataType::String)));
+/// A list-of-strings column, built in place (no series per row: a manifest has a row per item).
+fn list_str<'a, R: Iterator<Item = &'a str>>(name: &str, n: usize, rows: impl Iterator<Item = R>) -> Column {
+    let mut b = ListStringChunkedBuilder::new(name.into(), n, n);
+    for row in rows {
+        b.append_values_iter(row);
     }
-    s.into_column()
+    b.finish().into_series().into_column()
 }
 
 /// Builds the manifest DataFrame (rows sorted by item id).
@@ -45,13 +45,18 @@ pub fn to_frame<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Dat
         Column::new("error".into(), recs.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>()),
         Column::new("version".into(), recs.iter().map(|r| r.version).collect::<Vec<_>>()),
         Column::new("params_hash".into(), recs.iter().map(|r| r.params_hash.as_str()).collect::<Vec<_>>()),
-        list_str("inputs", recs.iter().map(|r| r.inputs.iter().map(|(a, b)| format!("{a}={b}")).collect())),
-        list_str("output_roles", recs.iter().map(|r| r.outputs.iter().map(|o| o.role.clone()).collect())),
-        list_str("output_files", recs.iter().map(|r| r.outputs.iter().map(|o| o.file.clone()).collect())),
         {
-            let series: Vec<Series> = recs.iter().map(|r| Series::new("".into(), r.outputs.iter().map(|o| o.size).collect::<Vec<u64>>())).collect();
-            let s = if n == 0 { Series::new_empty("output_sizes".into(), &DataType::List(Box::new(DataType::UInt64))) } else { Series::new("output_sizes".into(), series) };
-            s.into_column()
+            let joined: Vec<Vec<String>> = recs.iter().map(|r| r.inputs.iter().map(|(a, b)| format!("{a}={b}")).collect()).collect();
+            list_str("inputs", n, joined.iter().map(|v| v.iter().map(String::as_str)))
+        },
+        list_str("output_roles", n, recs.iter().map(|r| r.outputs.iter().map(|o| o.role.as_str()))),
+        list_str("output_files", n, recs.iter().map(|r| r.outputs.iter().map(|o| o.file.as_str()))),
+        {
+            let mut b = ListPrimitiveChunkedBuilder::<UInt64Type>::new("output_sizes".into(), n, n, DataType::UInt64);
+            for r in &recs {
+                b.append_values_iter(r.outputs.iter().map(|o| o.size));
+            }
+            b.finish().into_series().into_column()
         },
         Column::new("bytes".into(), recs.iter().map(|r| r.bytes()).collect::<Vec<_>>()),
         Column::new("seconds".into(), recs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
