@@ -132,8 +132,8 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
         verify_stale_inputs(&mut plan, ws);
     }
     // Without a journal, what is known is the manifest itself: a fresh item's record is its own row
-    // (every key includes the item id), so the manifest is rewritten only if an item is added, removed
-    // or not fresh.
+    // (every key includes the item id, and a reused record carries the item's id), so the manifest is
+    // rewritten only if an item is added, removed or not fresh.
     let must_write = plan
         .stages
         .iter()
@@ -141,10 +141,7 @@ pub fn make_plan(pipeline: &Pipeline, ws: &Workspace, until: Option<&str>, retry
             let (dirty, rows) = manifest_state[sp.stage];
             dirty
                 || rows != sp.items.len()
-                || sp.items.iter().any(|it| match &it.state {
-                    ItemState::Fresh(r) | ItemState::FreshFailed(r) => r.item_id != it.id,
-                    ItemState::Stale(_) | ItemState::Pending(_) => true,
-                })
+                || sp.items.iter().any(|it| matches!(it.state, ItemState::Stale(_) | ItemState::Pending(_)))
         })
         .collect();
     Ok(Planned { plan, must_write, warnings, stat: env.stat })

@@ -176,7 +176,14 @@ impl Driver {
             let mut again = vec![false; len];
             for j in 0..len {
                 let mut count = 0u32;
-                for (s, item) in &plan.stages[k].items[j].upstream {
+                // Every declared upstream item, not only those a narrowed key kept: keying the item
+                // again reads them all (an object found corrupt after planning can make a narrowed
+                // input stale while another declared one is too).
+                let declared = plan.stages[k].items[j].inputs.iter().filter_map(|i| match i {
+                    crate::plan::PlannedInput::Upstream { stage, item, .. } => Some((stage, item)),
+                    crate::plan::PlannedInput::Fixed(..) => None,
+                });
+                for (s, item) in declared {
                     let Some(&uk) = position.get(s).filter(|&&uk| open[uk]) else { continue };
                     let Ok(uj) = plan.stages[uk].items.binary_search_by(|x| x.id.as_str().cmp(item)) else { continue };
                     if waiting[uk][uj] != DONE {
