@@ -158,7 +158,7 @@ fn evaluations(p: &Source<'_>) -> crate::Result<(Vec<FoldScore>, Vec<ImageRow>)>
         let split = stage(p, &t.inputs[1])?;
         let folds = folds(p, &split.id)?;
         let tparams = &t.params;
-        let model = model_name(&tparams);
+        let model = model_name(tparams);
         let table: Option<ClassTable> = serde_json::from_value(tparams["table"].clone()).ok();
         let train_key = records(p, &t.id)?.into_iter().find(|r| r.status == Status::Ok).map(|r| r.key).unwrap_or_default();
         let mut by_fold: BTreeMap<String, (Option<Confusion>, Vec<String>)> = BTreeMap::new();

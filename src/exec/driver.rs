@@ -109,6 +109,10 @@ struct StageRun {
     first_result: Option<f64>,
     journal: Option<Journal>,
     finished: bool,
+    /// Filled when the stage ends.
+    summary: Option<StageSummary>,
+    failures: Vec<FailedItem>,
+    skipped: Vec<(String, String, usize, String)>,
 }
 
 /// State of the driving worker.
@@ -135,8 +139,6 @@ pub struct Driver {
     stages: Vec<StageRun>,
     progress: Progress,
     started: Instant,
-    /// One summary per finished stage, by plan position.
-    done_summaries: Vec<Option<StageSummary>>,
     /// One summary per stage, in plan order (filled when every stage is done).
     pub summaries: Vec<StageSummary>,
     /// Files published for people (contact sheets), by stage.
@@ -145,8 +147,6 @@ pub struct Driver {
     pub failures: Vec<FailedItem>,
     /// Items that left failed inputs out, `(stage, item, count, names)`.
     pub skipped: Vec<(String, String, usize, String)>,
-    failures_by_stage: Vec<Vec<FailedItem>>,
-    skipped_by_stage: Vec<Vec<(String, String, usize, String)>>,
 }
 
 const DONE: u32 = u32::MAX;
@@ -213,11 +213,8 @@ impl Driver {
             resettle.push(again);
             latest.insert(stage, m);
         }
-        let names = plan.stages.iter().map(|sp| pipeline.stages[sp.stage].id.clone()).collect();
-        let mut progress = Progress::new(mode, names);
-        for (k, s) in stages.iter().enumerate() {
-            progress.expect(k, s.remaining as u64);
-        }
+        let expected = plan.stages.iter().zip(&stages).map(|(sp, s)| (pipeline.stages[sp.stage].id.clone(), s.remaining as u64)).collect();
+        let progress = Progress::new(mode, expected);
         Driver {
             pipeline,
             ws,
@@ -233,13 +230,10 @@ impl Driver {
             stages,
             progress,
             started: Instant::now(),
-            done_summaries: (0..n).map(|_| None).collect(),
             summaries: Vec::new(),
             pictures: Vec::new(),
             failures: Vec::new(),
             skipped: Vec::new(),
-            failures_by_stage: vec![Vec::new(); n],
-            skipped_by_stage: vec![Vec::new(); n],
         }
     }
 
@@ -431,12 +425,12 @@ impl Driver {
             std::fs::remove_file(&jp).at("remove journal", &jp)?;
         }
         let failed = records.iter().filter(|r| r.status != Status::Ok).count();
-        self.failures_by_stage[k] = records.iter().filter_map(|r| FailedItem::of(&sd.id, r)).collect();
+        run.failures = records.iter().filter_map(|r| FailedItem::of(&sd.id, r)).collect();
         let skipped: Vec<_> = records.iter().filter_map(|r| skipped_inputs(&sd.id, r)).collect();
         let skipped_inputs = skipped.iter().map(|s| s.2).sum();
-        self.skipped_by_stage[k] = skipped;
+        run.skipped = skipped;
         let now = Instant::now();
-        self.done_summaries[k] = Some(StageSummary {
+        run.summary = Some(StageSummary {
             id: sd.id.clone(),
             items: sp.items.len(),
             computed: run.computed,
@@ -448,9 +442,11 @@ impl Driver {
             finished_s: (now - self.started).as_secs_f64(),
         });
         if self.is_done() {
-            self.summaries = self.done_summaries.iter_mut().filter_map(Option::take).collect();
-            self.failures = self.failures_by_stage.drain(..).flatten().collect();
-            self.skipped = self.skipped_by_stage.drain(..).flatten().collect();
+            for s in &mut self.stages {
+                self.summaries.extend(s.summary.take());
+                self.failures.append(&mut s.failures);
+                self.skipped.append(&mut s.skipped);
+            }
         }
         Ok(())
     }

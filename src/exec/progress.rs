@@ -38,21 +38,17 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Reports stages named `names` (by plan position).
-    pub fn new(mode: ProgressMode, names: Vec<String>) -> Self {
+    /// Reports stages `(name, most items it may compute)`, by plan position (pending items may turn out
+    /// fresh: [`Progress::shrink`]).
+    pub fn new(mode: ProgressMode, stages: Vec<(String, u64)>) -> Self {
         let tty = std::io::stderr().is_terminal();
-        let stages = names.into_iter().map(|name| StageLine { name, bar: None, total: 0, done: 0, failed: 0, started: None, running: false }).collect();
+        let stages = stages.into_iter().map(|(name, total)| StageLine { name, bar: None, total, done: 0, failed: 0, started: None, running: false }).collect();
         Progress {
             plain: mode == ProgressMode::Plain || (mode == ProgressMode::Auto && !tty),
             bars: mode == ProgressMode::Auto && tty,
             stages,
             last_log: Instant::now(),
         }
-    }
-
-    /// Stage `k` has at most `total` items to compute (pending ones may turn out fresh: [`Progress::shrink`]).
-    pub fn expect(&mut self, k: usize, total: u64) {
-        self.stages[k].total = total;
     }
 
     /// One of stage `k`'s expected items turned out fresh.
