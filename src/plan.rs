@@ -444,5 +444,7 @@ fn why_changed(prev: &Record, version: u32, params_hash: &str, inputs: &[(String
     Reason::ParamsChanged
 }
 
+pub mod settled;
+
 #[cfg(test)]
 mod tests;

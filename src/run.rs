@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::exec::{self, Cluster, Driver, FailedItem, Order, ProgressMode, StageSummary};
 use crate::pipeline::Pipeline;
+use crate::plan::settled::{self, Settled};
 use crate::plan::{self, ItemState, Objects, Plan, PlanEnv, Reason};
 use crate::store::{Cas, OutputRef, Record, StatCache, Workspace, WorkspaceLock};
 
@@ -197,23 +198,35 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
         return Ok(RunReport::default());
     }
     let _lock = WorkspaceLock::acquire(&ws.root, &opts.command)?;
+    let started = std::time::Instant::now();
     let selected = pipeline.selected(opts.until.as_deref())?;
     for (sd, _) in pipeline.stages.iter().zip(&selected).filter(|(_, s)| **s) {
         sd.stage.prepare()?;
     }
+    let local_only = matches!(opts.cluster, Cluster::Local { .. });
+    if local_only {
+        if let Some(s) = settled::check(&pipeline, &ws, &selected, opts.retry_failed) {
+            return Ok(settled_report(s, started));
+        }
+    }
     let planned = make_plan(&pipeline, &ws, opts.until.as_deref(), opts.retry_failed, true)?;
+    let inputs = settled::inputs_digest(&pipeline, &selected, &planned.plan);
+    settled::clear(&ws)?;
     planned.stat.save(&ws.statcache(), &ws.tmp())?;
     let stale = planned.plan.stale();
     let mut driver = Driver::new(pipeline.clone(), ws.clone(), planned.plan, planned.must_write, opts.progress, opts.order);
-    let local_only = matches!(opts.cluster, Cluster::Local { .. });
     let mut driver = if stale == 0 && local_only {
         driver.finish_inline()?;
         driver
     } else {
-        exec::execute(pipeline, ws, &opts.cluster, Some(driver))?
+        exec::execute(pipeline.clone(), ws.clone(), &opts.cluster, Some(driver))?
             .ok_or_else(|| crate::error::Error::Execution("the driving worker returned nothing".into()))?
     };
     let mut report = RunReport { warnings: planned.warnings, ..Default::default() };
+    // only a cache: a stamp that cannot be written costs the next no-op its shortcut, nothing else
+    if let Err(e) = settled::write(&ws, &pipeline, &selected, inputs, &driver.final_records(), &driver.pictures) {
+        report.warnings.push(format!("{e} (the next no-op rerun plans in full)"));
+    }
     for s in &driver.summaries {
         report.computed += s.computed;
         report.cached += s.cached;
@@ -225,6 +238,32 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
     report.stages = std::mem::take(&mut driver.summaries);
     drop_later(driver);
     Ok(report)
+}
+
+/// The report of a run that found, by the stamp, every item settled: nothing computed, every item
+/// reused as the planner would have found it.
+fn settled_report(s: Settled, started: std::time::Instant) -> RunReport {
+    let mut report = RunReport::default();
+    for st in &s.stages {
+        let skipped_inputs = st.skipped.iter().map(|x| x.1).sum();
+        report.stages.push(StageSummary {
+            id: st.id.clone(),
+            items: st.items,
+            computed: 0,
+            cached: st.items,
+            failed: st.failures.len(),
+            seconds: 0.0,
+            skipped_inputs,
+            first_result_s: None,
+            finished_s: started.elapsed().as_secs_f64(),
+        });
+        report.cached += st.items;
+        report.failed += st.failures.len();
+        report.failures.extend(st.failures.iter().map(|(item, error)| FailedItem { stage: st.id.clone(), item: item.clone(), error: error.clone(), transient: false }));
+        report.skipped.extend(st.skipped.iter().map(|(item, n, names)| (st.id.clone(), item.clone(), *n, names.clone())));
+    }
+    report.pictures = s.pictures.into_iter().map(|p| p.0).collect();
+    report
 }
 
 /// Frees a large value (a plan and every record of a run: hundreds of MB at 100,000 items) on another
@@ -276,6 +315,10 @@ pub struct StaleItem {
 /// Computes the status of every selected stage (reads only; takes no lock).
 pub fn status(pipeline: &Pipeline, until: Option<&str>) -> Result<(Vec<StageStatus>, Vec<String>)> {
     let ws = Workspace::new(&pipeline.workspace);
+    let selected = pipeline.selected(until)?;
+    if let Some(s) = settled::check(pipeline, &ws, &selected, false) {
+        return Ok((settled_status(s), Vec::new()));
+    }
     let planned = make_plan(pipeline, &ws, until, false, false)?;
     let out = planned
         .plan
@@ -309,4 +352,22 @@ pub fn status(pipeline: &Pipeline, until: Option<&str>) -> Result<(Vec<StageStat
     let warnings = planned.warnings.clone();
     drop_later(planned);
     Ok((out, warnings))
+}
+
+/// Status of stages that the stamp says are settled.
+fn settled_status(s: Settled) -> Vec<StageStatus> {
+    s.stages
+        .into_iter()
+        .map(|st| StageStatus {
+            items: st.items,
+            fresh: st.items - st.failures.len(),
+            stale: 0,
+            failed: st.failures.len(),
+            reasons: Default::default(),
+            stale_items: Vec::new(),
+            skipped_inputs: st.skipped.iter().map(|x| x.1).sum(),
+            failures: st.failures.into_iter().map(|(item, error)| FailedItem { stage: st.id.clone(), item, error, transient: false }).collect(),
+            id: st.id,
+        })
+        .collect()
 }

@@ -346,3 +346,139 @@ fn items_stream_across_stages_and_the_barrier_order_writes_the_same_bytes() {
     }
     assert_eq!(cas_files(&a), cas_files(&b));
 }
+
+/// `run` and `status` without a changed input answer from the stamp the last run left
+/// (`state/settled`), reading no manifest: what they report must be exactly what planning in full
+/// reports, and any change must make them plan in full.
+#[test]
+fn the_no_op_shortcut_answers_as_planning_in_full_would_and_steps_aside_on_any_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = copy_ddsm(dir.path(), Some(4));
+    let p = write_pipeline(
+        dir.path(),
+        "s.toml",
+        "[pipeline]\nname = \"s\"\nworkspace = \"ws\"\n\n[[stage]]\nid = \"ingest\"\nkind = \"ingest-png\"\n[stage.params]\nroot = \"ddsm-tissue\"\nregions = [\"background\", \"adipose\", \"fibroglandular\", \"pectoral\"]\n\n[[stage]]\nid = \"crop\"\nkind = \"center-crop\"\ninputs = [\"ingest\"]\n",
+    );
+    let ps = p.to_str().unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(data.join("images")).unwrap().map(|e| e.unwrap().path()).collect();
+    names.sort();
+    std::fs::write(&names[0], b"not a PNG at all").unwrap(); // a cached failure, and its crop's
+    let ws = dir.path().join("ws");
+    let stamp = ws.join("state/settled");
+    let json = |args: &[&str]| last_json(&String::from_utf8_lossy(&run(args).stdout));
+    // timings aside, a run's summary
+    let untimed = |mut v: serde_json::Value| {
+        for s in v["stages"].as_array_mut().unwrap() {
+            let o = s.as_object_mut().unwrap();
+            o.remove("seconds");
+            o.remove("finished_s");
+        }
+        v
+    };
+    let first = json(&["run", ps, "--json", "--quiet"]);
+    assert_eq!(first["failed"], 2, "{first}");
+    assert!(stamp.exists(), "a run whose items all settled leaves the stamp");
+
+    // from the stamp, then planning in full (status never writes the stamp)
+    let fast_status = status_json(&p, &[]);
+    let fast_failed = json(&["status", ps, "--failed", "--json"]);
+    let fast_run = untimed(json(&["run", ps, "--json", "--quiet"]));
+    std::fs::remove_file(&stamp).unwrap();
+    assert_eq!(status_json(&p, &[]), fast_status);
+    assert_eq!(json(&["status", ps, "--failed", "--json"]), fast_failed);
+    assert_eq!(fast_failed["failed"].as_array().map(Vec::len), Some(2), "{fast_failed}");
+    assert_eq!(untimed(json(&["run", ps, "--json", "--quiet"])), fast_run, "the slow no-op run");
+    assert!(stamp.exists(), "planning in full found everything settled and stamped it");
+    assert_eq!((fast_run["computed"].as_u64(), fast_run["cached"].as_u64(), fast_run["failed"].as_u64()), (Some(0), Some(8), Some(2)));
+
+    // a source rewritten with other bytes of the same length: its (size, mtime, inode) is not cached
+    let mut bytes = std::fs::read(&names[1]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55; // (a corrupt PNG now: a new cached failure)
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&names[1], &bytes).unwrap();
+    assert_eq!(stage(&status_json(&p, &[]), "ingest")["reasons"], serde_json::json!({"source changed": 1}));
+    run(&["run", ps, "--json", "--quiet"]);
+    // a new image
+    std::fs::copy(&names[2], data.join("images/zz_new.png")).unwrap();
+    for m in std::fs::read_dir(data.join("masks")).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>() {
+        let stem = names[2].file_stem().unwrap().to_string_lossy().into_owned();
+        if let Some(region) = m.file_name().unwrap().to_string_lossy().strip_prefix(&format!("{stem}_")) {
+            std::fs::copy(&m, data.join("masks").join(format!("zz_new_{region}"))).unwrap();
+        }
+    }
+    assert_eq!(stage(&status_json(&p, &[]), "ingest")["reasons"], serde_json::json!({"new item": 1}));
+    assert_eq!(json(&["run", ps, "--json", "--quiet"])["computed"], 2);
+    // another param, another selection
+    assert_eq!(stage(&status_json(&p, &["--set", "crop.size=32"]), "crop")["stale"], 5);
+    let until = status_json(&p, &["--until", "ingest"]);
+    assert_eq!((until["stages"].as_array().map(Vec::len), until["stale"].as_u64()), (Some(1), Some(0)), "{until}");
+    assert_eq!(until["fresh"].as_u64().unwrap() + until["failed"].as_u64().unwrap(), 5, "{until}");
+    // an object truncated in place (its folder does not change) and one removed (of an image no other
+    // shares: zz_new's objects are names[2]'s)
+    let own = names[3].file_stem().unwrap().to_string_lossy().into_owned();
+    let crop = manifest_rows(&ws, "crop").into_iter().find(|r| r.item_id == own).unwrap();
+    std::fs::write(ws.join(&crop.outputs[0].file), b"short").unwrap();
+    assert_eq!(stage(&status_json(&p, &[]), "crop")["reasons"], serde_json::json!({"output missing": 1}));
+    assert_eq!(json(&["run", ps, "--json", "--quiet"])["computed"], 1);
+    let ing = manifest_rows(&ws, "ingest").into_iter().find(|r| r.item_id == own).unwrap();
+    std::fs::remove_file(ws.join(&ing.outputs[0].file)).unwrap();
+    assert_eq!(stage(&status_json(&p, &[]), "ingest")["reasons"], serde_json::json!({"output missing": 1}));
+    run(&["run", ps, "--json", "--quiet"]);
+    // a journal left by a killed run
+    std::fs::write(ws.join("journal/crop.jsonl"), b"").unwrap();
+    assert_eq!(json(&["run", ps, "--json", "--quiet"])["computed"], 0);
+    assert!(!ws.join("journal/crop.jsonl").exists(), "planned in full, which ended the journal");
+    // cached failures are recomputed on request, not answered from the stamp
+    // (two bad images and their crops)
+    assert_eq!(json(&["run", ps, "--json", "--quiet", "--retry-failed"])["computed"], 4);
+    // and the shortcut still agrees with planning in full after all that
+    let fast = status_json(&p, &[]);
+    std::fs::remove_file(&stamp).unwrap();
+    assert_eq!(status_json(&p, &[]), fast);
+}
+
+/// The shortcut is taken (the stamp holds right after a run, for the build that wrote it) and declined
+/// once anything it covers changes; the report it gives is the run's own.
+#[test]
+fn a_settled_run_stamps_and_the_stamp_holds_until_something_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = phantom_pipeline(dir.path(), 3);
+    let load = |set: &[&str]| {
+        let opts = mammoflow::LoadOptions { overrides: set.iter().map(|s| s.parse().unwrap()).collect(), ..Default::default() };
+        mammoflow::Pipeline::load(&p, &opts).unwrap()
+    };
+    let opts = mammoflow::RunOptions {
+        until: None,
+        cluster: mammoflow::exec::Cluster::Local { workers: 1 },
+        retry_failed: false,
+        progress: mammoflow::exec::ProgressMode::Quiet,
+        command: "test".into(),
+        order: mammoflow::exec::Order::Streaming,
+    };
+    let ws = mammoflow::store::Workspace::new(dir.path().join("ws"));
+    let check = |pipeline: &mammoflow::Pipeline| {
+        let selected = pipeline.selected(None).unwrap();
+        mammoflow::plan::settled::check(pipeline, &ws, &selected, false)
+    };
+    assert!(check(&load(&[])).is_none(), "nothing run yet");
+    let first = mammoflow::run(load(&[]), &opts).unwrap();
+    assert_eq!(first.computed, 9);
+    let settled = check(&load(&[])).expect("a run that ended settled leaves a stamp that holds");
+    assert_eq!(settled.stages.iter().map(|s| (s.id.as_str(), s.items, s.failures.len())).collect::<Vec<_>>(), [("phantom", 3, 0), ("ingest", 3, 0), ("crop", 3, 0)]);
+    let again = mammoflow::run(load(&[]), &opts).unwrap();
+    assert_eq!((again.computed, again.cached), (0, 9));
+    assert!(check(&load(&["crop.size=40"])).is_none(), "other params");
+    // an object removed: declined, and the run that repairs it stamps again
+    let crop0 = manifest_rows(ws.root.as_path(), "crop")[0].outputs[0].file.clone();
+    std::fs::remove_file(ws.root.join(&crop0)).unwrap();
+    assert!(check(&load(&[])).is_none(), "an object is missing");
+    assert_eq!(mammoflow::run(load(&[]), &opts).unwrap().computed, 1);
+    assert!(check(&load(&[])).is_some());
+    // a manifest rewritten (same rows, new file)
+    let m = ws.manifest("ingest");
+    let bytes = std::fs::read(&m).unwrap();
+    std::fs::remove_file(&m).unwrap();
+    std::fs::write(&m, bytes).unwrap();
+    assert!(check(&load(&[])).is_none(), "the manifest is another file");
+}

@@ -79,12 +79,7 @@ impl FailedItem {
 
 /// Items that gathered many inputs and left failed ones out: `(stage, item, how many, names)`.
 pub fn skipped_inputs(stage: &str, r: &Record) -> Option<(String, String, usize, String)> {
-    let Some(crate::store::MetaValue::Int(n)) = r.meta.get("skipped_inputs") else { return None };
-    let names = match r.meta.get("skipped") {
-        Some(crate::store::MetaValue::Str(s)) => s.clone(),
-        _ => String::new(),
-    };
-    Some((stage.to_string(), r.item_id.clone(), *n as usize, names))
+    r.skipped_inputs().map(|(n, names)| (stage.to_string(), r.item_id.clone(), n, names))
 }
 
 /// Order in which ready items are handed out.
@@ -449,6 +444,19 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// The final record of every item, per plan stage: `(items in the stage, their records)` (fewer
+    /// records than items only if the run did not finish).
+    pub fn final_records(&self) -> Vec<(usize, Vec<&Record>)> {
+        self.plan
+            .stages
+            .iter()
+            .map(|sp| {
+                let latest = self.latest.get(&sp.stage);
+                (sp.items.len(), sp.items.iter().filter_map(|it| latest.and_then(|m| m.get(&it.id))).collect())
+            })
+            .collect()
     }
 
     /// Runs every stage in this thread, without a dataflow: used when nothing is stale, so a no-op rerun

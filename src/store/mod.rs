@@ -8,6 +8,7 @@
 //!   journal/<stage>.jsonl     items finished since the manifest was last written
 //!   state/sources.parquet     (size, mtime, inode) -> content hash of source files
 //!   state/subject.key         reserved for keyed hashes of patient ids
+//!   state/settled             the no-op stamp: what the last settled run would plan (plan/settled.rs)
 //!   tmp/                      temp files, renamed into place
 //! ```
 

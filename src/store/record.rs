@@ -82,6 +82,17 @@ impl Record {
         self.outputs.iter().map(|o| o.size).sum()
     }
 
+    /// Failed inputs this item left out (a stage gathering many items, `on_failed_inputs = "skip"`):
+    /// how many, and their names.
+    pub fn skipped_inputs(&self) -> Option<(usize, String)> {
+        let Some(MetaValue::Int(n)) = self.meta.get("skipped_inputs") else { return None };
+        let names = match self.meta.get("skipped") {
+            Some(MetaValue::Str(s)) => s.clone(),
+            _ => String::new(),
+        };
+        Some((*n as usize, names))
+    }
+
     /// A digest of the item's *result*: status, error, output objects (their names are content
     /// hashes) and metadata; not its key, id or timing. Downstream keys hash this rather than the
     /// key, so an item recomputed to the same result changes nothing below it (early cutoff).

@@ -70,6 +70,15 @@ impl StatCache {
         hash
     }
 
+    /// The content hash of a file if this cache can give it without reading the file: the recorded one
+    /// when `(size, mtime, inode)` still match, [`MISSING`] when the file cannot be found; `None` when
+    /// it would have to be hashed. Gives what [`StatCache::hash`] would, reading nothing but metadata.
+    pub fn cached(&self, path: &Path) -> Option<&str> {
+        let Ok(md) = std::fs::metadata(path) else { return Some(MISSING) };
+        let e = self.entries.get(path)?;
+        (e.size == md.len() && e.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec() && e.inode == md.ino()).then_some(e.hash.as_str())
+    }
+
     /// Saves the cache if anything changed.
     pub fn save(&self, path: &Path, tmp_dir: &Path) -> Result<()> {
         if !self.dirty {
@@ -111,5 +120,9 @@ mod tests {
         assert_eq!(c.hash(&f), hash_bytes(b"two!"));
         assert_eq!(c.hashed, 1);
         assert_eq!(c.hash(&dir.path().join("nope")), MISSING);
+        assert_eq!(c.cached(&f), Some(hash_bytes(b"two!").as_str()));
+        assert_eq!(c.cached(&dir.path().join("nope")), Some(MISSING));
+        std::fs::write(&f, b"three").unwrap();
+        assert_eq!(c.cached(&f), None, "changed since hashed");
     }
 }
