@@ -27,6 +27,7 @@ pub mod chart;
 pub mod pictures;
 pub mod plan;
 pub mod predict;
+pub mod qupath;
 pub mod run;
 pub mod stages;
 pub mod suggest;

@@ -21,7 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("work", &["train", "dicom", "augment"]),
     ("models", &["models"]),
     ("nn", &["nn"]),
-    ("data", &["metrics", "classes", "folds", "codec", "npy"]),
+    ("data", &["metrics", "classes", "folds", "codec", "npy", "qupath"]),
     ("store", &["store"]),
     ("core", &["error", "fsio", "hash", "term", "parquet", "suggest", "vars"]),
 ];

@@ -4,7 +4,8 @@
 //! `masks/{stem}_{region}.png`) or from an upstream stage whose items carry an `image` PNG and
 //! `mask:{region}` PNGs (the phantom). Each item stores the image as a 16-bit `.npy` (8-bit input is
 //! widened by x257 so every image spans the same range) and its masks as 8-bit PNGs after checking that
-//! every mask exists, is grayscale and has the image's size.
+//! every mask exists, is grayscale and has the image's size. With `masks_from = "qupath"` the masks are
+//! filled from one QuPath GeoJSON export per image instead ([`super::annotations`]).
 
 use std::path::PathBuf;
 
@@ -36,11 +37,19 @@ pub struct Params {
     /// How to tell an image's subject (woman) from its id: `id`, `mias-pairs` or a regex with a capture
     /// group (see [`super::subject`]).
     pub subject: String,
+    /// Where the region masks come from: `png` (one binary PNG per region, `masks`) or `qupath` (one
+    /// QuPath GeoJSON export per image, `annotations`, rasterised through the class table `classes`).
+    pub masks_from: String,
+    /// GeoJSON path pattern relative to `root`, with `{stem}` (`masks_from = "qupath"`, folder mode;
+    /// under an upstream stage its items' `annotations` outputs are read).
+    pub annotations: String,
+    /// Class table mapping annotation classes to mask regions (`masks_from = "qupath"`).
+    pub classes: Option<String>,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: super::DEFAULT_MAX_PIXELS, subject: "id".into() }
+        Params { root: None, images: "images".into(), extensions: vec!["png".into()], masks: "masks/{stem}_{region}.png".into(), regions: Vec::new(), max_pixels: super::DEFAULT_MAX_PIXELS, subject: "id".into(), masks_from: "png".into(), annotations: "annotations/{stem}.geojson".into(), classes: None }
     }
 }
 
@@ -49,6 +58,8 @@ pub struct IngestPng {
     params: Params,
     root: Option<PathBuf>,
     subject: super::subject::SubjectRule,
+    /// The class table when masks come from QuPath annotations.
+    table: Option<crate::classes::ClassTable>,
 }
 
 impl IngestPng {
@@ -59,7 +70,19 @@ impl IngestPng {
             return Err(ParamError::at("masks", "the mask pattern must contain `{stem}` and `{region}`"));
         }
         let subject = super::subject::SubjectRule::parse(&params.subject).map_err(|m| ParamError::at("subject", m))?;
-        Ok(IngestPng { params, root, subject })
+        let table = match params.masks_from.as_str() {
+            "png" => None,
+            "qupath" => {
+                if !params.annotations.contains("{stem}") {
+                    return Err(ParamError::at("annotations", "the annotation pattern must contain `{stem}`"));
+                }
+                let classes = params.classes.as_deref().ok_or_else(|| ParamError::at("classes", "`masks_from = \"qupath\"` needs a class table mapping annotation classes to regions (e.g. \"../configs/classes-ddsm-tissue.toml\")"))?;
+                let path = ctx.resolve_path("classes", classes)?;
+                Some(crate::classes::ClassTable::load(&path).map_err(|m| ParamError::at("classes", m))?)
+            }
+            other => return Err(ParamError::at("masks_from", format!("expected \"png\" or \"qupath\", got \"{other}\""))),
+        };
+        Ok(IngestPng { params, root, subject, table })
     }
 
     fn folder_items(&self, root: &std::path::Path) -> Result<Vec<ItemSpec>> {
@@ -79,6 +102,10 @@ impl IngestPng {
             .into_iter()
             .map(|(stem, path)| {
                 let mut inputs = vec![InputSpec::Source { role: "image".into(), path }];
+                if self.table.is_some() {
+                    inputs.push(InputSpec::Source { role: "annotations".into(), path: root.join(self.params.annotations.replace("{stem}", &stem)) });
+                    return ItemSpec { id: stem, inputs };
+                }
                 for r in &self.params.regions {
                     let rel = self.params.masks.replace("{stem}", &stem).replace("{region}", r);
                     inputs.push(InputSpec::Source { role: format!("mask:{r}"), path: root.join(rel) });
@@ -101,7 +128,12 @@ impl Stage for IngestPng {
     }
     fn params(&self) -> serde_json::Value {
         // `root`, `images` and `masks` only say where sources are; sources enter keys by content.
-        serde_json::json!({ "regions": self.params.regions, "max_pixels": self.params.max_pixels, "subject": self.params.subject })
+        let mut v = serde_json::json!({ "regions": self.params.regions, "max_pixels": self.params.max_pixels, "subject": self.params.subject });
+        // (added only when used, so PNG-mask keys are as before) the table's content maps classes to regions
+        if let Some(t) = &self.table {
+            v["qupath_classes"] = serde_json::json!(t);
+        }
+        v
     }
 
     fn items(&self, upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
@@ -117,7 +149,10 @@ impl Stage for IngestPng {
         let img = gray.into_u16();
         let (min, max) = img.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         let mut out = ItemOutput::default();
-        super::masks::ingest_masks(inputs, &self.params.regions, (img.width, img.height), &what, self.params.max_pixels, &mut out)?;
+        match &self.table {
+            Some(table) => super::annotations::annotation_masks(inputs, table, &self.params.regions, (img.width, img.height), &mut out)?,
+            None => super::masks::ingest_masks(inputs, &self.params.regions, (img.width, img.height), &what, self.params.max_pixels, &mut out)?,
+        }
         out.meta.insert("subject".into(), MetaValue::Str(self.subject.subject(id)?));
         out.meta.insert("width".into(), MetaValue::Int(img.width as i64));
         out.meta.insert("height".into(), MetaValue::Int(img.height as i64));

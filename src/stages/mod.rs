@@ -8,6 +8,7 @@
 //! - the items it will produce, derived from upstream item ids alone, so a whole run can be planned (and
 //!   `status` answered) without computing anything.
 
+mod annotations;
 mod augment;
 mod balanced_crop;
 mod center_crop;

@@ -32,6 +32,10 @@ pub struct Params {
     pub photometric: Photometric,
     /// DICOM only: `none` (explicit VR little endian) or `rle` (RLE Lossless).
     pub compression: Compression,
+    /// Write the regions as one QuPath-style GeoJSON export per image (role `annotations`, the masks
+    /// traced to polygons) instead of one mask PNG per region: the input of `ingest-png` with
+    /// `masks_from = "qupath"`.
+    pub annotations: bool,
 }
 
 /// Output file format.
@@ -70,7 +74,7 @@ pub enum Compression {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { count: 24, width: 768, height: 1024, bits: 16, format: Format::Png, photometric: Photometric::Monochrome2, compression: Compression::None }
+        Params { count: 24, width: 768, height: 1024, bits: 16, format: Format::Png, photometric: Photometric::Monochrome2, compression: Compression::None, annotations: false }
     }
 }
 
@@ -119,6 +123,9 @@ impl Stage for PhantomStage {
             v["photometric"] = serde_json::to_value(self.params.photometric).expect("serialises");
             v["compression"] = serde_json::to_value(self.params.compression).expect("serialises");
         }
+        if self.params.annotations {
+            v["annotations"] = true.into();
+        }
         v
     }
     fn items(&self, _upstream: &[&[String]]) -> Result<Vec<ItemSpec>> {
@@ -155,10 +162,18 @@ impl Stage for PhantomStage {
                 out.meta.insert("photometric".into(), MetaValue::Str(if monochrome1 { "MONOCHROME1" } else { "MONOCHROME2" }.into()));
             }
         }
+        let mut shapes = Vec::new();
         for (region, mask) in p.masks {
             let covered = mask.as_raw().iter().filter(|&&v| v > 0).count();
             out.meta.insert(format!("px_{region}"), MetaValue::Int(covered as i64));
-            out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: codec::encode_u8(&Tensor2 { height: h, width: w, data: mask.into_raw() }) });
+            if self.params.annotations {
+                shapes.push((region.to_string(), crate::qupath::trace(mask.as_raw(), w, h)));
+            } else {
+                out.files.push(OutFile { role: format!("mask:{region}"), ext: "png", bytes: codec::encode_u8(&Tensor2 { height: h, width: w, data: mask.into_raw() }) });
+            }
+        }
+        if self.params.annotations {
+            out.files.push(OutFile { role: "annotations".into(), ext: "geojson", bytes: crate::qupath::feature_collection(&shapes).into_bytes() });
         }
         out.meta.insert("laterality".into(), MetaValue::Str(p.laterality.to_string()));
         out.meta.insert("view".into(), MetaValue::Str(p.view.to_string()));
