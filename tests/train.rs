@@ -145,6 +145,28 @@ fn predict_and_evaluate_commands_use_a_checkpoint_alone() {
             assert!(out.join(format!("{}_{suffix}.png", ph.item_id)).is_file());
         }
     }
+    // A DICOM image: a DICOM SEG per image, whose frames are the label map `png` gives for it.
+    let dcm = dir.path().join("dicom");
+    std::fs::create_dir_all(&dcm).unwrap();
+    let img16 = mammoflow::codec::decode_gray(&std::fs::read(images.join(format!("{}.png", phantom[0].item_id))).unwrap(), "phantom", u64::MAX).unwrap().into_u16();
+    let spec = mammoflow::dicom::write::MgSpec { monochrome1: false, bits_stored: 16, rle: false, window: None, laterality: 'L', view: "CC".into(), patient_id: "SYNTHETIC-1".into(), uid_seed: 7, pixel_spacing: 0.1 };
+    std::fs::write(dcm.join("one.dcm"), mammoflow::dicom::write::write_mg(&img16, &spec).unwrap()).unwrap();
+    let (seg_out, png_out) = (dir.path().join("seg"), dir.path().join("seg-png"));
+    let table = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    run_ok(&["predict", "--checkpoint", c, "--input", dcm.to_str().unwrap(), "--out", seg_out.to_str().unwrap(), "--format", "dicom-seg", "--classes", table.to_str().unwrap()]);
+    run_ok(&["predict", "--checkpoint", c, "--input", dcm.to_str().unwrap(), "--out", png_out.to_str().unwrap()]);
+    let seg = mammoflow::dicom::seg::read_seg(&std::fs::read(seg_out.join("one_seg.dcm")).unwrap()).unwrap();
+    let labels = mammoflow::codec::read_labels(&png_out.join("one_labels.png")).unwrap();
+    let source = mammoflow::dicom::seg::SourceRef::read(&dcm.join("one.dcm")).unwrap();
+    assert_eq!(seg.references, (source.study_uid, source.series_uid, source.sop_instance_uid));
+    assert_eq!(seg.labels, ["mammary_gland", "pectoral_muscle", "lymph_node", "mass", "calcification", "nipple", "text"]);
+    for (k, (_, px)) in seg.frames.iter().enumerate() {
+        let id = k as u8 + 1;
+        assert!(px.iter().zip(&labels.data).all(|(&p, &l)| (p == 1) == (l == id)), "segment {} differs from the label map", k + 1);
+    }
+    // a PNG cannot be the source of a SEG
+    let o = mammoflow_cmd(&["predict", "--checkpoint", c, "--input", images.to_str().unwrap(), "--out", seg_out.to_str().unwrap(), "--format", "dicom-seg"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not a DICOM file"), "{}", String::from_utf8_lossy(&o.stderr));
     // A missing label map is named.
     std::fs::remove_file(masks.join(format!("{}.png", phantom[1].item_id))).unwrap();
     let o = mammoflow_cmd(&["evaluate", "--checkpoint", c, "--images", images.to_str().unwrap(), "--masks", masks.to_str().unwrap()]);

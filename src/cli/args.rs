@@ -49,18 +49,32 @@ pub struct PredictArgs {
     /// A checkpoint written by a `train` stage (`best` or `last` output; its network is in the file).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// Folder of 8/16-bit grayscale PNG (or PGM) images.
+    /// Folder of 8/16-bit grayscale PNG (or PGM) images and DICOM files (`.dcm`).
     #[arg(long, value_name = "DIR")]
     pub input: PathBuf,
-    /// Folder for `<stem>_labels.png` (class ids) and `<stem>_overlay.png` (created if missing).
+    /// Folder for `<stem>_labels.png` (class ids) and `<stem>_overlay.png`, or `<stem>_seg.dcm` (created
+    /// if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// `png`: label maps and overlays; `dicom-seg`: one DICOM Segmentation per DICOM image, referencing
+    /// it (segments named and coloured by `--classes`), for a DICOM viewer.
+    #[arg(long, value_enum, default_value_t = PredictFormat::Png)]
+    pub format: PredictFormat,
     /// Overlap of neighbouring tiles, pixels.
     #[arg(long, default_value_t = 32)]
     pub overlap: usize,
     /// A class table (configs/) for the overlay colours; default a fixed palette.
     #[arg(long, value_name = "FILE")]
     pub classes: Option<PathBuf>,
+}
+
+/// What `predict` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PredictFormat {
+    /// `<stem>_labels.png` and `<stem>_overlay.png`.
+    Png,
+    /// `<stem>_seg.dcm`, a DICOM Segmentation of the DICOM image.
+    DicomSeg,
 }
 
 /// `evaluate`.

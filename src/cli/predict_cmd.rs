@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::args::{EvaluateArgs, PredictArgs};
+use super::args::{EvaluateArgs, PredictArgs, PredictFormat};
 use crate::metrics::Confusion;
 use crate::predict::Loaded;
 use crate::codec;
@@ -19,21 +19,35 @@ fn load(path: &Path) -> anyhow::Result<Loaded> {
     Ok(Loaded::from_bytes(&bytes, &path.display().to_string())?)
 }
 
-/// The PNG / PGM files of a folder, sorted.
+fn is_dicom(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
+}
+
+/// The PNG / PGM (and, for `predict`, DICOM) files of a folder, sorted.
 fn images(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    images_of(dir, false)
+}
+
+fn images_of(dir: &Path, dicom: bool) -> anyhow::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "pgm")))
+        .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "pgm")) || (dicom && is_dicom(p)))
         .collect();
     v.sort();
-    anyhow::ensure!(!v.is_empty(), "no PNG or PGM images in {}", dir.display());
+    anyhow::ensure!(!v.is_empty(), "no PNG or PGM{} images in {}", if dicom { " or DICOM" } else { "" }, dir.display());
     Ok(v)
 }
 
 /// A grayscale image as 16 bits (8-bit widened x257, as ingest does), or a colour one as 8-bit RGB
 /// (for networks trained on colour images, e.g. Cityscapes).
 fn read_image(path: &Path) -> anyhow::Result<Image> {
+    if is_dicom(path) {
+        // the window the file carries, as ingest-dicom's default; the pseudonym key is not needed
+        // (subject columns are not used here)
+        let opts = crate::dicom::decode::DecodeOptions { voi: crate::dicom::header::VoiChoice::Window, max_pixels: crate::stages::DEFAULT_MAX_PIXELS };
+        return Ok(Image::gray(crate::dicom::decode::decode_path(path, opts, &[0u8; 32])?.image));
+    }
     let bytes = crate::fsio::read_file(path)?;
     let what = path.display().to_string();
     // The colour type is in the header: decode once, as colour or through the gray path.
@@ -64,12 +78,33 @@ pub(crate) fn predict(a: PredictArgs) -> anyhow::Result<i32> {
             colours[c.id as usize] = c.colour;
         }
     }
+    // segments: the table's classes except its background, or every class the network predicts
+    let segments: Vec<crate::dicom::seg::SegmentClass> = match &a.classes {
+        Some(t) => {
+            let table = crate::classes::ClassTable::load(t).map_err(anyhow::Error::msg)?;
+            table.classes.iter().filter(|c| c.name != table.background).map(|c| crate::dicom::seg::SegmentClass { id: c.id, name: c.name.clone(), colour: c.colour }).collect()
+        }
+        None => (1..model.spec.classes.min(256)).map(|id| crate::dicom::seg::SegmentClass { id: id as u8, name: format!("class {id}"), colour: colours[id] }).collect(),
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let files = images(&a.input)?;
+    let files = images_of(&a.input, true)?;
+    if a.format == PredictFormat::DicomSeg {
+        if let Some(f) = files.iter().find(|f| !is_dicom(f)) {
+            anyhow::bail!("{}: a DICOM SEG references the DICOM image it segments; this is not a DICOM file (.dcm)", f.display());
+        }
+    }
     for (i, f) in files.iter().enumerate() {
         let img = read_image(f)?;
         let labels = model.predict(&img, a.overlap, 4)?;
         let s = stem(f);
+        if a.format == PredictFormat::DicomSeg {
+            let source = crate::dicom::seg::SourceRef::read(f)?;
+            let algorithm = format!("mammoflow {}", a.checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+            let bytes = crate::dicom::seg::write_seg(&labels, &segments, &source, &algorithm)?;
+            std::fs::write(a.out.join(format!("{s}_seg.dcm")), bytes).with_context(|| format!("writing the SEG of {}", f.display()))?;
+            eprintln!("predict: {}/{} {}", i + 1, files.len(), f.display());
+            continue;
+        }
         std::fs::write(a.out.join(format!("{s}_labels.png")), codec::encode_u8(&labels))?;
         let luma = img.luma();
         let overlay = image::RgbImage::from_fn(img.width as u32, img.height as u32, |x, y| {
@@ -81,7 +116,10 @@ pub(crate) fn predict(a: PredictArgs) -> anyhow::Result<i32> {
         overlay.save(a.out.join(format!("{s}_overlay.png"))).with_context(|| format!("writing the overlay of {}", f.display()))?;
         eprintln!("predict: {}/{} {}", i + 1, files.len(), f.display());
     }
-    println!("wrote {} label maps and overlays to {}", files.len(), a.out.display());
+    match a.format {
+        PredictFormat::Png => println!("wrote {} label maps and overlays to {}", files.len(), a.out.display()),
+        PredictFormat::DicomSeg => println!("wrote {} DICOM SEG files to {}", files.len(), a.out.display()),
+    }
     Ok(0)
 }
 

@@ -7,6 +7,7 @@ pub mod jpegls;
 pub mod meta;
 pub mod pixels;
 pub mod rle;
+pub mod seg;
 pub mod subject;
 pub mod write;
 
