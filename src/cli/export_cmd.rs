@@ -14,14 +14,41 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<i32> {
     for (f, n) in files.iter().zip(rows) {
         println!("wrote {} ({n} rows)", f.display());
     }
+    let segs = copy_segs(&p, &a.out)?;
+    if !segs.is_empty() {
+        println!("wrote {} DICOM SEG files under {}", segs.len(), a.out.join("seg").display());
+    }
     if a.json {
         let v = serde_json::json!({
             "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
             "rows": { "metrics": rows[0], "per_class": rows[1], "per_image": rows[2], "training_log": rows[3] },
+            "seg_files": segs.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string(&v)?);
     }
     Ok(0)
+}
+
+/// Copies the DICOM SEGs that the pipeline's `export` stages stored at their last run to
+/// `out/seg/<evaluate stage>/<image>_seg.dcm`.
+fn copy_segs(p: &crate::Pipeline, out: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::new();
+    for sd in p.stages.iter().filter(|s| s.kind == "export") {
+        let manifest = p.workspace.join("manifests").join(format!("{}.parquet", sd.id));
+        let records = crate::store::manifest::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
+        for r in records.iter().filter(|r| r.status == crate::store::Status::Ok) {
+            let (Some(rest), Some(o)) = (r.item_id.strip_prefix("seg/"), r.outputs.iter().find(|o| o.role == "seg")) else { continue };
+            anyhow::ensure!(rest.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{}: item `{}` is not a relative path", manifest.display(), r.item_id);
+            let dest = out.join("seg").join(format!("{rest}_seg.dcm"));
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let from = p.workspace.join(&o.file);
+            std::fs::copy(&from, &dest).with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+            written.push(dest);
+        }
+    }
+    Ok(written)
 }
 
 pub(crate) fn report(a: ReportArgs) -> anyhow::Result<i32> {

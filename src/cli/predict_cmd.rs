@@ -82,7 +82,7 @@ pub(crate) fn predict(a: PredictArgs) -> anyhow::Result<i32> {
     let segments: Vec<crate::dicom::seg::SegmentClass> = match &a.classes {
         Some(t) => {
             let table = crate::classes::ClassTable::load(t).map_err(anyhow::Error::msg)?;
-            table.classes.iter().filter(|c| c.name != table.background).map(|c| crate::dicom::seg::SegmentClass { id: c.id, name: c.name.clone(), colour: c.colour }).collect()
+            crate::dicom::seg::SegmentClass::of_table(&table)
         }
         None => (1..model.spec.classes.min(256)).map(|id| crate::dicom::seg::SegmentClass { id: id as u8, name: format!("class {id}"), colour: colours[id] }).collect(),
     };

@@ -30,8 +30,10 @@ use crate::npy::Tensor2;
 /// Segmentation Storage.
 pub const SEGMENTATION_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.66.4";
 
-/// What a SEG takes from the image it segments.
-#[derive(Debug, Clone, PartialEq)]
+/// What a SEG takes from the image it segments. `ingest-dicom` stores it beside each image (an object
+/// of the workspace, never a manifest column: the UIDs in manifests are keyed hashes) so that the
+/// `export` stage can write SEGs without reading the sources again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SourceRef {
     /// Study Instance UID.
     pub study_uid: String,
@@ -45,21 +47,30 @@ pub struct SourceRef {
     pub frame_of_reference_uid: Option<String>,
     /// Pixel spacing (row, column) in mm, if known.
     pub pixel_spacing: Option<(f64, f64)>,
+    /// Rows and columns of the image, if the header says (a SEG shares the image's grid).
+    #[serde(default)]
+    pub size: Option<(usize, usize)>,
 }
 
 impl SourceRef {
-    /// Reads the references from a DICOM file.
+    /// Reads the references from a DICOM file (its header only).
     pub fn read(path: &std::path::Path) -> Result<Self> {
         let obj = dicom_object::OpenFileOptions::new()
             .read_until(tags::PIXEL_DATA)
             .open_file(path)
             .map_err(|e| item_err!("{}: cannot read as DICOM: {e}", path.display()))?;
+        Self::of(&obj, &path.display().to_string())
+    }
+
+    /// The references of an opened DICOM object; `what` names it in errors.
+    pub fn of(obj: &InMemDicomObject, what: &str) -> Result<Self> {
         let get = |tag: Tag| obj.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.trim_end_matches(['\0', ' ']).to_string()).filter(|s| !s.is_empty());
-        let need = |tag: Tag, name: &str| get(tag).ok_or_else(|| item_err!("{}: no {name}: a SEG cannot reference this image", path.display()));
+        let need = |tag: Tag, name: &str| get(tag).ok_or_else(|| item_err!("{what}: no {name}: a SEG cannot reference this image"));
         let pixel_spacing = get(tags::PIXEL_SPACING).or_else(|| get(tags::IMAGER_PIXEL_SPACING)).and_then(|s| {
             let mut it = s.split('\\').map(|v| v.trim().parse::<f64>().ok());
             Some((it.next()??, it.next()??))
         });
+        let dim = |tag: Tag| obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).map(|v| v as usize);
         Ok(SourceRef {
             study_uid: need(tags::STUDY_INSTANCE_UID, "Study Instance UID")?,
             series_uid: need(tags::SERIES_INSTANCE_UID, "Series Instance UID")?,
@@ -67,6 +78,7 @@ impl SourceRef {
             sop_class_uid: need(tags::SOP_CLASS_UID, "SOP Class UID")?,
             frame_of_reference_uid: get(tags::FRAME_OF_REFERENCE_UID),
             pixel_spacing,
+            size: dim(tags::ROWS).zip(dim(tags::COLUMNS)),
         })
     }
 }
@@ -80,6 +92,13 @@ pub struct SegmentClass {
     pub name: String,
     /// Display colour (sRGB).
     pub colour: [u8; 3],
+}
+
+impl SegmentClass {
+    /// The segments of a class table: every class but its background, in table order.
+    pub fn of_table(table: &crate::classes::ClassTable) -> Vec<SegmentClass> {
+        table.classes.iter().filter(|c| c.name != table.background).map(|c| SegmentClass { id: c.id, name: c.name.clone(), colour: c.colour }).collect()
+    }
 }
 
 /// A UID under 2.25 from a hash of `parts`.
@@ -375,7 +394,7 @@ mod tests {
             SegmentClass { id: 2, name: "fibroglandular".into(), colour: [60, 180, 75] },
             SegmentClass { id: 3, name: "pectoral".into(), colour: [0, 130, 200] },
         ];
-        let source = SourceRef { study_uid: "1.2.3".into(), series_uid: "1.2.3.4".into(), sop_instance_uid: "1.2.3.4.5".into(), sop_class_uid: "1.2.840.10008.5.1.4.1.1.1.2".into(), frame_of_reference_uid: None, pixel_spacing: Some((0.1, 0.1)) };
+        let source = SourceRef { study_uid: "1.2.3".into(), series_uid: "1.2.3.4".into(), sop_instance_uid: "1.2.3.4.5".into(), sop_class_uid: "1.2.840.10008.5.1.4.1.1.1.2".into(), frame_of_reference_uid: None, pixel_spacing: Some((0.1, 0.1)), size: Some((3, 5)) };
         let bytes = write_seg(&labels, &classes, &source, "unit test").unwrap();
         assert_eq!(write_seg(&labels, &classes, &source, "unit test").unwrap(), bytes, "deterministic");
         let back = read_seg(&bytes).unwrap();

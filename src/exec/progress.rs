@@ -110,9 +110,10 @@ impl Progress {
             .filter(|s| s.running)
             .map(|s| {
                 let rate = s.done as f64 / s.started.map_or(1e-9, |t| t.elapsed().as_secs_f64().max(1e-9));
-                let eta = s.total.saturating_sub(s.done) as f64 / rate.max(1e-9);
+                // no estimate before the first result (a stage waiting on another's items)
+                let eta = if s.done == 0 { "-".to_string() } else { format!("{:.0} s", s.total.saturating_sub(s.done) as f64 / rate) };
                 let failed = if s.failed > 0 { format!(", {} failed", s.failed) } else { String::new() };
-                format!("{} {}/{} {rate:.1}/s ETA {eta:.0} s{failed}", s.name, s.done, s.total)
+                format!("{} {}/{} {rate:.1}/s ETA {eta}{failed}", s.name, s.done, s.total)
             })
             .collect();
         parts.join(" | ")

@@ -8,12 +8,18 @@
 //! transfer syntax, modality, laterality, view, manufacturer and model, pixel spacing, presentation
 //! intent, keyed hashes of the study and series UIDs, and `subject`, the keyed hash of PatientID.
 //! Multi-frame files are refused with a clear error (mammograms are single-frame).
+//!
+//! A third output, `reference` (JSON), holds what a DICOM SEG of the image must name: the study,
+//! series, SOP instance and SOP class UIDs, the frame of reference, the pixel spacing and size, read
+//! from the same header. Raw UIDs are not patient attributes, but they link to the source PACS, so
+//! they live only in this object (which the `export` stage reads to write SEGs), never in a manifest.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Arity, BuildCtx, InputSpec, ItemInputs, ItemOutput, ItemSpec, MetaValue, OutFile, ParamError, Stage};
+use crate::dicom::seg::SourceRef;
 use crate::dicom::{self, DecodeOptions, VoiChoice};
 use crate::error::Result;
 use crate::item_err;
@@ -86,7 +92,8 @@ impl Stage for IngestDicom {
     }
     fn version(&self) -> u32 {
         // 2: a rescale whose range exceeds 16 bits keeps the image's own modality values
-        2
+        // 3: a `reference` output (the UIDs a DICOM SEG of the image must name)
+        3
     }
     fn arity(&self) -> Arity {
         Arity::ZeroOrOne
@@ -125,9 +132,16 @@ impl Stage for IngestDicom {
     }
     fn compute(&self, _id: &str, inputs: &ItemInputs) -> Result<ItemOutput> {
         let path = inputs.file("image")?;
+        let what = path.display().to_string();
         let opts = DecodeOptions { voi: self.params.voi, max_pixels: self.params.max_pixels };
-        let d = dicom::decode_path(path, opts, self.key()?)?;
+        let file = dicom::open_bytes(&crate::fsio::read_file(path)?, &what)?;
+        let d = dicom::decode(&file, &what, opts, self.key()?)?;
+        // What a SEG of this image must reference (raw UIDs: an object, never a manifest column). An
+        // image without them still ingests; a SEG of it is refused with this reason.
+        let reference: std::result::Result<SourceRef, String> = SourceRef::of(&file, &what).map_err(|e| e.to_string());
+        drop(file);
         let mut out = ItemOutput { files: Vec::new(), meta: d.meta };
+        out.files.push(OutFile { role: "reference".into(), ext: "json", bytes: serde_json::to_vec(&reference).expect("a reference serialises") });
         let (min, max) = d.image.data.iter().fold((u16::MAX, 0u16), |(lo, hi), &v| (lo.min(v), hi.max(v)));
         out.meta.insert("min".into(), MetaValue::Int(min as i64));
         out.meta.insert("max".into(), MetaValue::Int(max as i64));

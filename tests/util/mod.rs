@@ -214,13 +214,16 @@ pub fn shipped_pipeline_before(dir: &Path, name: &str, marker: &str, tables: &[&
 /// epochs (`train`) -> every image scored (`eval`) -> the tables (`tables`).
 #[allow(dead_code)]
 pub fn trained_phantom_pipeline(dir: &Path, epochs: usize) -> PathBuf {
-    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
     let head = labelled_phantom_head("t", 11, "count = 8, width = 160, height = 192");
-    write_pipeline(
-        dir,
-        "t.toml",
-        &format!(
-            r#"{head}
+    write_pipeline(dir, "t.toml", &format!("{head}{}", training_stages(epochs, r#"inputs = ["eval"]"#)))
+}
+
+/// The stages of [`trained_phantom_pipeline`] after `merge`: `split`, `crop`, `train` (`epochs`),
+/// `eval` and `tables`, an export stage whose `inputs` (and params) are the lines `export`.
+pub fn training_stages(epochs: usize, export: &str) -> String {
+    let classes = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/classes-phantom.toml");
+    format!(
+        r#"
 [[stage]]
 id = "split"
 kind = "split"
@@ -237,7 +240,7 @@ params = {{ classes = "{0}", sizes = [80], per_image = 2 }}
 id = "train"
 kind = "train"
 inputs = ["crop", "split"]
-params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = {1}, batch = 4, lr = 0.01, patience = 0 }}
+params = {{ model = "deeplabv3", width = 0.125, input = 64, classes = "{0}", epochs = {epochs}, batch = 4, lr = 0.01, patience = 0 }}
 
 [[stage]]
 id = "eval"
@@ -248,10 +251,8 @@ params = {{ overlap = 16 }}
 [[stage]]
 id = "tables"
 kind = "export"
-inputs = ["eval"]
+{export}
 "#,
-            classes.display(),
-            epochs
-        ),
+        classes.display()
     )
 }
