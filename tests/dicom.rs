@@ -224,3 +224,19 @@ fn dicom_sample_pipeline_outcome_per_file_is_as_the_readme_says() {
         }
     }
 }
+
+#[test]
+fn a_center_crop_of_ingested_dicom_crops_image_and_masks_and_drops_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = labelled_phantom_head("cc", 3, r#"count = 2, width = 96, height = 128, format = "dicom""#).replace(r#"kind = "ingest-png""#, r#"kind = "ingest-dicom""#);
+    let p = write_pipeline(dir.path(), "cc.toml", &format!("{head}\n[[stage]]\nid = \"crop\"\nkind = \"center-crop\"\ninputs = [\"ingest\"]\nparams = {{ size = 64 }}\n"));
+    let r = run_json(&p, &["--until", "crop"]);
+    assert_eq!(r["failed"], 0, "{r}");
+    let ingest = manifest_rows(&dir.path().join("ws"), "ingest");
+    assert!(ingest[0].outputs.iter().any(|o| o.role == "reference"), "ingest-dicom keeps the reference");
+    for row in manifest_rows(&dir.path().join("ws"), "crop") {
+        let roles: Vec<&str> = row.outputs.iter().map(|o| o.role.as_str()).collect();
+        assert_eq!(roles.len(), 8, "the image and 7 masks: {roles:?}");
+        assert!(roles[0] == "image" && roles[1..].iter().all(|r| r.starts_with("mask:")), "{roles:?}");
+    }
+}

@@ -186,14 +186,18 @@ fn the_export_stage_writes_a_seg_per_evaluated_dicom_image_and_rewrites_only_wha
     let r = run_json(&p, &["--set", &set]);
     assert_eq!(stage(&r, "tables")["computed"], 8, "the SEGs are made again, the tables kept: {r}");
 
-    // `export --out` copies the SEGs stored by the last run.
+    // `export --out` copies the SEGs stored by the last run, and removes one an earlier export left
+    // for an image no longer evaluated.
     let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("seg/eval")).unwrap();
+    std::fs::write(out.join("seg/eval/gone_seg.dcm"), b"old").unwrap();
     let e = last_json(&run_ok(&["export", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]));
     let files = e["seg_files"].as_array().unwrap();
     assert_eq!(files.len(), 8, "{e}");
     for ev in &evals {
         assert!(out.join(format!("seg/eval/{}_seg.dcm", ev.item_id)).is_file(), "{}", ev.item_id);
     }
+    assert!(!out.join("seg/eval/gone_seg.dcm").exists());
 
     // highdicom reads one of them against its source.
     let (seg_path, src, labels, counts) = first.unwrap();

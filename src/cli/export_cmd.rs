@@ -15,6 +15,11 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<i32> {
         println!("wrote {} ({n} rows)", f.display());
     }
     let segs = copy_segs(&p, &a.out)?;
+    let (stages, _) = crate::run::status(&p, None)?;
+    let stale: usize = stages.iter().map(|s| s.stale).sum();
+    if stale > 0 {
+        eprintln!("warning: the pipeline has {stale} stale item(s): what was written is as of its last run (`mammoflow run` first to bring it up to date)");
+    }
     if !segs.is_empty() {
         println!("wrote {} DICOM SEG files under {}", segs.len(), a.out.join("seg").display());
     }
@@ -30,9 +35,12 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<i32> {
 }
 
 /// Copies the DICOM SEGs that the pipeline's `export` stages stored at their last run to
-/// `out/seg/<evaluate stage>/<image>_seg.dcm`.
+/// `out/seg/<evaluate stage>/<image>_seg.dcm`, and removes the `_seg.dcm` files an earlier export left
+/// in those folders for images no longer evaluated.
 fn copy_segs(p: &crate::Pipeline, out: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut written = Vec::new();
+    let mut written: Vec<std::path::PathBuf> = Vec::new();
+    let mut from_stage: std::collections::HashMap<std::path::PathBuf, &str> = std::collections::HashMap::new();
+    let mut folders = std::collections::BTreeSet::new();
     for sd in p.stages.iter().filter(|s| s.kind == "export") {
         let manifest = p.workspace.join("manifests").join(format!("{}.parquet", sd.id));
         let records = crate::store::manifest::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
@@ -40,6 +48,12 @@ fn copy_segs(p: &crate::Pipeline, out: &std::path::Path) -> anyhow::Result<Vec<s
             let (Some(rest), Some(o)) = (r.item_id.strip_prefix("seg/"), r.outputs.iter().find(|o| o.role == "seg")) else { continue };
             anyhow::ensure!(rest.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{}: item `{}` is not a relative path", manifest.display(), r.item_id);
             let dest = out.join("seg").join(format!("{rest}_seg.dcm"));
+            if let Some(other) = from_stage.insert(dest.clone(), &sd.id) {
+                anyhow::bail!("export stages `{other}` and `{}` both write a SEG of `{rest}`: keep `dicom_seg = true` on one of them", sd.id);
+            }
+            if let Some(eval) = rest.split('/').next() {
+                folders.insert(out.join("seg").join(eval));
+            }
             if let Some(dir) = dest.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
@@ -47,6 +61,21 @@ fn copy_segs(p: &crate::Pipeline, out: &std::path::Path) -> anyhow::Result<Vec<s
             std::fs::copy(&from, &dest).with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
             written.push(dest);
         }
+    }
+    if written.is_empty() {
+        return Ok(written);
+    }
+    let mut removed = 0;
+    for dir in &folders {
+        for f in crate::fsio::walk_files(dir, &["dcm".to_string()])? {
+            if f.to_string_lossy().ends_with("_seg.dcm") && !from_stage.contains_key(&f) {
+                std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        println!("removed {removed} SEG file(s) of images no longer evaluated from {}", out.join("seg").display());
     }
     Ok(written)
 }

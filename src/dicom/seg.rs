@@ -15,8 +15,8 @@
 //! (name, id, birth date, sex, study date, accession number, ...) are written empty, as the standard
 //! allows: mammoflow's outputs never hold patient data (a PACS that files objects by patient id needs
 //! the id added there, by whoever already holds it). The SEG's own Series and SOP Instance UIDs are
-//! new, derived from the source's SOP Instance UID and the label map so that writing the same
-//! prediction twice gives the same file.
+//! new, derived from the source's SOP Instance UID, the label map and the segments so that writing
+//! the same prediction twice gives the same file, and another class table another instance.
 
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -68,7 +68,7 @@ impl SourceRef {
         let need = |tag: Tag, name: &str| get(tag).ok_or_else(|| item_err!("{what}: no {name}: a SEG cannot reference this image"));
         let pixel_spacing = get(tags::PIXEL_SPACING).or_else(|| get(tags::IMAGER_PIXEL_SPACING)).and_then(|s| {
             let mut it = s.split('\\').map(|v| v.trim().parse::<f64>().ok());
-            Some((it.next()??, it.next()??))
+            Some((it.next()??, it.next()??)).filter(|(r, c): &(f64, f64)| r.is_finite() && c.is_finite() && *r > 0.0 && *c > 0.0)
         });
         let dim = |tag: Tag| obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).map(|v| v as usize);
         Ok(SourceRef {
@@ -185,7 +185,20 @@ pub fn write_seg(labels: &Tensor2<u8>, classes: &[SegmentClass], source: &Source
     if labels.height > u16::MAX as usize || labels.width > u16::MAX as usize {
         return Err(item_err!("label map too large for DICOM rows/columns: {} x {}", labels.height, labels.width));
     }
-    let content = blake3::hash(&labels.data);
+    // LO values hold 64 characters at most
+    let algorithm: String = algorithm.chars().take(64).collect();
+    let algorithm = algorithm.as_str();
+    // the same prediction, segments and algorithm give the same UIDs; anything else new ones (another
+    // class table is another object, which an archive must not take for a replacement)
+    let mut h = blake3::Hasher::new();
+    h.update(&labels.data);
+    for c in classes {
+        h.update(&[c.id]);
+        h.update(&c.colour);
+        h.update(&(c.name.len() as u64).to_le_bytes());
+        h.update(c.name.as_bytes());
+    }
+    let content = h.finalize();
     let series_uid = uid(&[b"seg-series", source.sop_instance_uid.as_bytes(), algorithm.as_bytes()]);
     let instance_uid = uid(&[b"seg-instance", source.sop_instance_uid.as_bytes(), algorithm.as_bytes(), content.as_bytes()]);
     let frame_of_reference = source.frame_of_reference_uid.clone().unwrap_or_else(|| uid(&[b"seg-frame-of-reference", source.sop_instance_uid.as_bytes()]));
@@ -410,6 +423,13 @@ mod tests {
         for t in [tags::PATIENT_NAME, tags::PATIENT_ID, tags::PATIENT_BIRTH_DATE] {
             assert_eq!(obj.element(t).unwrap().to_str().unwrap().trim(), "", "{t:?} must be empty");
         }
-        assert_ne!(obj.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap(), "1.2.3.4.5");
+        let instance = obj.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap().to_string();
+        assert_ne!(instance, "1.2.3.4.5");
+        // another colour is another object: a new instance UID, the same series
+        let mut recoloured = classes.clone();
+        recoloured[0].colour = [255, 225, 26];
+        let other = dicom_object::from_reader(std::io::Cursor::new(write_seg(&labels, &recoloured, &source, "unit test").unwrap()[128..].to_vec())).unwrap();
+        assert_ne!(other.element(tags::SOP_INSTANCE_UID).unwrap().to_str().unwrap(), instance);
+        assert_eq!(other.element(tags::SERIES_INSTANCE_UID).unwrap().to_str().unwrap(), obj.element(tags::SERIES_INSTANCE_UID).unwrap().to_str().unwrap());
     }
 }

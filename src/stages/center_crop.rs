@@ -75,8 +75,9 @@ impl Stage for CenterCrop {
         out.meta.insert("width".into(), MetaValue::Int(c.width as i64));
         out.meta.insert("height".into(), MetaValue::Int(c.height as i64));
         out.files.push(OutFile { role: "image".into(), ext: "npy", bytes: npy::encode_u16(&c) });
-        // masks and label maps (every other input) are 8-bit PNGs cropped the same way
-        for (role, p) in inputs.files.iter().filter(|(r, _)| r != "image") {
+        // masks and label maps are 8-bit PNGs cropped the same way; other outputs (an ingest's DICOM
+        // reference) describe the uncropped image and are not passed on
+        for (role, p) in inputs.files.iter().filter(|(r, _)| r.starts_with("mask:") || r == "labels") {
             let m = codec::decode_u8(&crate::fsio::read_file(p)?, &p.display().to_string(), u64::MAX, "mask or label map")?;
             out.files.push(OutFile { role: role.clone(), ext: "png", bytes: codec::encode_u8(&crop(&m, self.params.size)) });
         }

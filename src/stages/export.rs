@@ -15,9 +15,11 @@
 //! which only that stage's `reference` objects hold (manifests keep keyed hashes). One item per
 //! evaluated image, `seg/<evaluate stage>/<image>`, reads that image's prediction and reference and
 //! writes one `seg` output ([`crate::dicom::seg`]); its key holds its own segment table (a value
-//! input), so an edited image rewrites its own SEG only, a changed class table or training rewrites
-//! the SEGs only, and switching SEGs on or off never rebuilds the tables. `mammoflow export --out DIR`
-//! copies them to `DIR/seg/<evaluate stage>/<image>_seg.dcm`.
+//! input), so an image scored anew rewrites its own SEG (and the tables), another class table
+//! rewrites the SEGs only, and switching SEGs on or off leaves the `tables` item as it was, provided
+//! the evaluate stages keep their places in `inputs` (an input's place is part of the key: list the
+//! ingest stage last). `mammoflow export --out DIR` copies them to
+//! `DIR/seg/<evaluate stage>/<image>_seg.dcm`.
 
 use std::path::PathBuf;
 
@@ -49,7 +51,8 @@ struct Eval {
     input: usize,
     /// One segment per class but the background.
     segments: Vec<SegmentClass>,
-    /// What made the predictions (`SeriesDescription`-like text in the SEG, and part of its UIDs).
+    /// What made the predictions: the SEG's content description and segment algorithm name, and
+    /// part of its series UID.
     algorithm: String,
 }
 
@@ -68,6 +71,9 @@ impl Export {
     /// Builds the stage: every input is an `evaluate` stage, or, with `dicom_seg`, one `ingest-dicom`
     /// stage.
     pub fn new(params: Params, ctx: &BuildCtx<'_>) -> Result<Self, ParamError> {
+        if params.classes.is_some() && !params.dicom_seg {
+            return Err(ParamError { message: "`classes` names the segments of DICOM SEGs, which this stage does not write".into(), key: Some("classes".into()), hint: Some("set `dicom_seg = true`, or leave `classes` out".into()) });
+        }
         let kind_of = |id: &str| ctx.earlier.iter().find(|s| s.id == id);
         let mut evals = Vec::new();
         let mut references = None;
