@@ -49,6 +49,24 @@ impl Folder {
         };
         ((st.st_mode & libc::S_IFMT) == libc::S_IFREG).then_some(st.st_size as u64)
     }
+
+    /// `(size, mtime in ns, inode)` of the entry `name` in this folder, following a symbolic link, as
+    /// `std::fs::metadata(folder.join(name))` gives them (one path component to resolve, not the whole
+    /// path); `None` if it cannot be found or its name holds a NUL byte.
+    pub fn identity(&self, name: &std::ffi::OsStr) -> Option<(u64, i64, u64)> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(name.as_bytes()).ok()?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: as in `file_size`.
+        let st = unsafe {
+            if libc::fstatat(self.handle.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), 0) != 0 {
+                return None;
+            }
+            st.assume_init()
+        };
+        Some((st.st_size as u64, st.st_mtime * 1_000_000_000 + st.st_mtime_nsec, st.st_ino))
+    }
 }
 
 /// Every file under `root` (recursively, following symbolic links) whose extension is one of `exts`
@@ -104,6 +122,10 @@ mod tests {
         assert_eq!(f.file_size("nope"), None);
         assert_eq!(f.file_size("a\0b"), None);
         assert!(Folder::open(&dir.path().join("nope")).is_none());
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(dir.path().join("link")).unwrap();
+        assert_eq!(f.identity("link".as_ref()), Some((md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino())), "the link's target, as metadata gives it");
+        assert_eq!(f.identity("nope".as_ref()), None);
     }
 
     #[test]

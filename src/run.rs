@@ -210,7 +210,7 @@ pub fn run(pipeline: Pipeline, opts: &RunOptions) -> Result<RunReport> {
         }
     }
     let planned = make_plan(&pipeline, &ws, opts.until.as_deref(), opts.retry_failed, true)?;
-    let inputs = settled::inputs_digest(&pipeline, &selected, &planned.plan);
+    let inputs = settled::inputs_digest(&pipeline, &selected, &planned.plan, &planned.stat);
     settled::clear(&ws)?;
     planned.stat.save(&ws.statcache(), &ws.tmp())?;
     let stale = planned.plan.stale();

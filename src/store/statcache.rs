@@ -79,6 +79,13 @@ impl StatCache {
         (e.size == md.len() && e.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec() && e.inode == md.ino()).then_some(e.hash.as_str())
     }
 
+    /// The `(size, mtime_ns, inode)` recorded for a file whose recorded content hash is `hash`: what a
+    /// later `stat` must show for [`StatCache::cached`] to give that hash again. Reads no metadata.
+    pub fn identity(&self, path: &Path, hash: &str) -> Option<(u64, i64, u64)> {
+        let e = self.entries.get(path)?;
+        (e.hash == hash).then_some((e.size, e.mtime_ns, e.inode))
+    }
+
     /// Saves the cache if anything changed.
     pub fn save(&self, path: &Path, tmp_dir: &Path) -> Result<()> {
         if !self.dirty {
@@ -122,6 +129,10 @@ mod tests {
         assert_eq!(c.hash(&dir.path().join("nope")), MISSING);
         assert_eq!(c.cached(&f), Some(hash_bytes(b"two!").as_str()));
         assert_eq!(c.cached(&dir.path().join("nope")), Some(MISSING));
+        let md = std::fs::metadata(&f).unwrap();
+        let now = (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino());
+        assert_eq!(c.identity(&f, &hash_bytes(b"two!")), Some(now), "the identity the hash was taken at");
+        assert_eq!(c.identity(&f, &h1), None, "not the hash on record");
         std::fs::write(&f, b"three").unwrap();
         assert_eq!(c.cached(&f), None, "changed since hashed");
     }
