@@ -225,7 +225,7 @@ pub struct VerifyArgs {
 /// `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Benchmark name: rerun, dicom, augment, train-step.
+    /// Benchmark name: rerun, stream, dicom, augment, train-step.
     pub name: String,
     /// Print a JSON object as the last line of stdout.
     #[arg(long)]
