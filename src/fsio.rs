@@ -20,6 +20,21 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// What says a file changed without reading it: `(size, mtime in ns, inode)`, following a symbolic
+/// link as `stat` does. Any rewrite changes it (writes are renames into place, or change size or
+/// mtime); the source hash cache and the no-op stamp compare it.
+pub type FileIdentity = (u64, i64, u64);
+
+/// The [`FileIdentity`] in `md`.
+pub fn identity_of(md: &std::fs::Metadata) -> FileIdentity {
+    (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino())
+}
+
+/// The [`FileIdentity`] of `path`; `None` if it cannot be found.
+pub fn identity(path: &Path) -> Option<FileIdentity> {
+    std::fs::metadata(path).ok().map(|md| identity_of(&md))
+}
+
 /// An open folder, for looking up many files in it by name: `fstatat` relative to the folder's handle
 /// skips resolving the folder's own path for every file, which is most of a `stat`'s cost when a no-op
 /// rerun checks 200,000 cache objects.
@@ -50,10 +65,10 @@ impl Folder {
         ((st.st_mode & libc::S_IFMT) == libc::S_IFREG).then_some(st.st_size as u64)
     }
 
-    /// `(size, mtime in ns, inode)` of the entry `name` in this folder, following a symbolic link, as
-    /// `std::fs::metadata(folder.join(name))` gives them (one path component to resolve, not the whole
-    /// path); `None` if it cannot be found or its name holds a NUL byte.
-    pub fn identity(&self, name: &std::ffi::OsStr) -> Option<(u64, i64, u64)> {
+    /// The [`FileIdentity`] of the entry `name` in this folder, as [`identity`] gives it for the joined
+    /// path (with one path component to resolve, not the whole path); `None` if it cannot be found or
+    /// its name holds a NUL byte.
+    pub fn identity(&self, name: &std::ffi::OsStr) -> Option<FileIdentity> {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(name.as_bytes()).ok()?;
@@ -122,9 +137,8 @@ mod tests {
         assert_eq!(f.file_size("nope"), None);
         assert_eq!(f.file_size("a\0b"), None);
         assert!(Folder::open(&dir.path().join("nope")).is_none());
-        use std::os::unix::fs::MetadataExt;
-        let md = std::fs::metadata(dir.path().join("link")).unwrap();
-        assert_eq!(f.identity("link".as_ref()), Some((md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino())), "the link's target, as metadata gives it");
+        assert_eq!(f.identity("link".as_ref()), identity(&dir.path().join("link")), "the link's target, as metadata gives it");
+        assert!(f.identity("link".as_ref()).is_some());
         assert_eq!(f.identity("nope".as_ref()), None);
     }
 

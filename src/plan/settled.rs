@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Plan, PlannedInput};
 use crate::error::Result;
+use crate::fsio::{FileIdentity, Folder};
 use crate::hash::{hash_bytes, hash_value};
 use crate::pipeline::{Pipeline, StageDef};
 use crate::stages::InputSpec;
@@ -152,7 +153,7 @@ impl Digest {
         self.field(hash.as_bytes());
     }
     /// A source file by its identity; a file that cannot be found by a fixed marker (of another length).
-    fn source(&mut self, role: &str, id: Option<(u64, i64, u64)>) {
+    fn source(&mut self, role: &str, id: Option<FileIdentity>) {
         self.field(b"s");
         self.field(role.as_bytes());
         match id {
@@ -249,33 +250,30 @@ fn digest_from_disk(pipeline: &Pipeline, selected: &[bool], stop: &AtomicBool) -
     Some(d.finish())
 }
 
-/// The `(size, mtime_ns, inode)` of every path, in order, as the source hash cache compares them
-/// (`None` for a file that cannot be found); `None` overall once `stop` is set (the answer is no longer
-/// needed). Two threads: this is one `stat` per source file.
-#[allow(clippy::type_complexity)]
-fn identities(paths: &[&Path], stop: &AtomicBool) -> Option<Vec<Option<(u64, i64, u64)>>> {
-    let part = |ps: &[&Path]| -> Option<Vec<Option<(u64, i64, u64)>>> {
+/// The [`FileIdentity`] of every path, in order, as the source hash cache compares them (`None` for a
+/// file that cannot be found); `None` overall once `stop` is set (the answer is no longer needed). Two
+/// threads: this is one `stat` per source file.
+fn identities(paths: &[&Path], stop: &AtomicBool) -> Option<Vec<Option<FileIdentity>>> {
+    let part = |ps: &[&Path]| -> Option<Vec<Option<FileIdentity>>> {
         let mut out = Vec::with_capacity(ps.len());
-        // sources mostly share a folder: each is looked up by name in its folder, opened once per run
-        let mut folder: Option<(&Path, Option<crate::fsio::Folder>)> = None;
+        // sources mostly share a folder: each is looked up by name in its folder, opened once per run of
+        // paths in it; a path with no folder part, or a folder that cannot be opened, by its whole path
+        let mut folder: Option<(&Path, Option<Folder>)> = None;
         for chunk in ps.chunks(512) {
             if stop.load(Ordering::Relaxed) {
                 return None;
             }
             for p in chunk {
-                let id = match (p.parent().filter(|d| !d.as_os_str().is_empty()), p.file_name()) {
-                    (Some(dir), Some(name)) => {
+                let in_folder = match (p.parent(), p.file_name()) {
+                    (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
                         if folder.as_ref().is_none_or(|(d, _)| *d != dir) {
-                            folder = Some((dir, crate::fsio::Folder::open(dir)));
+                            folder = Some((dir, Folder::open(dir)));
                         }
-                        match folder.as_ref() {
-                            Some((_, Some(f))) => f.identity(name),
-                            _ => std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.ino())),
-                        }
+                        folder.as_ref().and_then(|(_, f)| f.as_ref()).map(|f| f.identity(name))
                     }
-                    _ => std::fs::metadata(p).ok().map(|m| (m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.ino())),
+                    _ => None,
                 };
-                out.push(id);
+                out.push(in_folder.unwrap_or_else(|| crate::fsio::identity(p)));
             }
         }
         Some(out)
@@ -377,8 +375,7 @@ pub fn check(pipeline: &Pipeline, ws: &Workspace, selected: &[bool], retry_faile
 
 /// Writes the stamp for a run that ended with every item settled. `stages` holds, per selected stage,
 /// its item count and the final record of each item; `inputs` is [`inputs_digest`] of the run's plan
-/// (`None`: no stamp);
-/// `pictures` what the run published. Writes nothing (and removes an old stamp) if a record is missing
+/// (`None`: no stamp); `pictures` what the run published. Writes nothing (and removes an old stamp) if a record is missing
 /// or a transient failure, which the next run retries. Call after every manifest is written.
 pub fn write(ws: &Workspace, pipeline: &Pipeline, selected: &[bool], inputs: Option<String>, stages: &[(usize, Vec<&Record>)], pictures: &[PathBuf]) -> Result<()> {
     let Some(inputs) = inputs else { return clear(ws) };

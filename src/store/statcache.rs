@@ -5,19 +5,17 @@
 //! `<workspace>/state/sources.parquet`; a lost or unreadable cache only costs time.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
 use crate::error::Result;
+use crate::fsio::{identity_of, FileIdentity};
 use crate::hash::hash_bytes;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {
-    size: u64,
-    mtime_ns: i64,
-    inode: u64,
+    id: FileIdentity,
     hash: String,
 }
 
@@ -46,7 +44,7 @@ impl StatCache {
             let h = df.column("hash").ok()?.str().ok()?;
             let mut out = HashMap::with_capacity(df.height());
             for r in 0..df.height() {
-                out.insert(PathBuf::from(p.get(r)?), Entry { size: s.get(r)?, mtime_ns: m.get(r)?, inode: i.get(r)?, hash: h.get(r)?.to_string() });
+                out.insert(PathBuf::from(p.get(r)?), Entry { id: (s.get(r)?, m.get(r)?, i.get(r)?), hash: h.get(r)?.to_string() });
             }
             Some(out)
         };
@@ -56,16 +54,14 @@ impl StatCache {
     /// Content hash of a file ([`MISSING`] when it does not exist or cannot be read).
     pub fn hash(&mut self, path: &Path) -> String {
         let Ok(md) = std::fs::metadata(path) else { return MISSING.to_string() };
-        let (size, mtime_ns, inode) = (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino());
-        if let Some(e) = self.entries.get(path) {
-            if e.size == size && e.mtime_ns == mtime_ns && e.inode == inode {
-                return e.hash.clone();
-            }
+        let id = identity_of(&md);
+        if let Some(e) = self.entries.get(path).filter(|e| e.id == id) {
+            return e.hash.clone();
         }
         let Ok(bytes) = std::fs::read(path) else { return MISSING.to_string() };
         let hash = hash_bytes(&bytes);
         self.hashed += 1;
-        self.entries.insert(path.to_path_buf(), Entry { size, mtime_ns, inode, hash: hash.clone() });
+        self.entries.insert(path.to_path_buf(), Entry { id, hash: hash.clone() });
         self.dirty = true;
         hash
     }
@@ -76,14 +72,14 @@ impl StatCache {
     pub fn cached(&self, path: &Path) -> Option<&str> {
         let Ok(md) = std::fs::metadata(path) else { return Some(MISSING) };
         let e = self.entries.get(path)?;
-        (e.size == md.len() && e.mtime_ns == md.mtime() * 1_000_000_000 + md.mtime_nsec() && e.inode == md.ino()).then_some(e.hash.as_str())
+        (e.id == identity_of(&md)).then_some(e.hash.as_str())
     }
 
-    /// The `(size, mtime_ns, inode)` recorded for a file whose recorded content hash is `hash`: what a
-    /// later `stat` must show for [`StatCache::cached`] to give that hash again. Reads no metadata.
-    pub fn identity(&self, path: &Path, hash: &str) -> Option<(u64, i64, u64)> {
+    /// The identity recorded for a file whose recorded content hash is `hash`: what a later `stat` must
+    /// show for [`StatCache::cached`] to give that hash again. Reads no metadata.
+    pub fn identity(&self, path: &Path, hash: &str) -> Option<FileIdentity> {
         let e = self.entries.get(path)?;
-        (e.hash == hash).then_some((e.size, e.mtime_ns, e.inode))
+        (e.hash == hash).then_some(e.id)
     }
 
     /// Saves the cache if anything changed.
@@ -95,9 +91,9 @@ impl StatCache {
         rows.sort_by(|a, b| a.0.cmp(b.0));
         let mut df = DataFrame::new(rows.len(), vec![
             Column::new("path".into(), rows.iter().map(|(p, _)| p.to_string_lossy().into_owned()).collect::<Vec<_>>()),
-            Column::new("size".into(), rows.iter().map(|(_, e)| e.size).collect::<Vec<_>>()),
-            Column::new("mtime_ns".into(), rows.iter().map(|(_, e)| e.mtime_ns).collect::<Vec<_>>()),
-            Column::new("inode".into(), rows.iter().map(|(_, e)| e.inode).collect::<Vec<_>>()),
+            Column::new("size".into(), rows.iter().map(|(_, e)| e.id.0).collect::<Vec<_>>()),
+            Column::new("mtime_ns".into(), rows.iter().map(|(_, e)| e.id.1).collect::<Vec<_>>()),
+            Column::new("inode".into(), rows.iter().map(|(_, e)| e.id.2).collect::<Vec<_>>()),
             Column::new("hash".into(), rows.iter().map(|(_, e)| e.hash.as_str()).collect::<Vec<_>>()),
         ])
         .map_err(|e| crate::error::Error::Manifest { path: path.to_path_buf(), message: e.to_string() })?;
@@ -129,8 +125,7 @@ mod tests {
         assert_eq!(c.hash(&dir.path().join("nope")), MISSING);
         assert_eq!(c.cached(&f), Some(hash_bytes(b"two!").as_str()));
         assert_eq!(c.cached(&dir.path().join("nope")), Some(MISSING));
-        let md = std::fs::metadata(&f).unwrap();
-        let now = (md.len(), md.mtime() * 1_000_000_000 + md.mtime_nsec(), md.ino());
+        let now = crate::fsio::identity(&f).unwrap();
         assert_eq!(c.identity(&f, &hash_bytes(b"two!")), Some(now), "the identity the hash was taken at");
         assert_eq!(c.identity(&f, &h1), None, "not the hash on record");
         std::fs::write(&f, b"three").unwrap();
